@@ -329,8 +329,9 @@ class MDUSpeechForCausalLM(MDUSpeechPreTrainedModel, GenerationMixin):
         )
         config._attn_implementation = text_model.config._attn_implementation
         param = next(text_model.parameters())
-        with init.no_init_weights():
+        with init.no_init_weights():  # every parameter is copied or initialised explicitly below
             model = cls(config)
+        model.tie_weights()
         model.to(dtype=param.dtype)
 
         generator = torch.Generator().manual_seed(seed)
