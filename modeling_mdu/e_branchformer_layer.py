@@ -71,7 +71,8 @@ class EBranchformerLayer(GradientCheckpointingLayer):
     def _cache_layer(self, past_key_values):
         if past_key_values is None:
             return None
-        layer = past_key_values.layers[self.layer_idx]
+        layers = getattr(past_key_values, "layers", [])
+        layer = layers[self.layer_idx] if self.layer_idx < len(layers) else None
         if not hasattr(layer, "update_conv_state"):
             raise ValueError(
                 f"E-Branchformer layer {self.layer_idx} keeps convolution states in the cache, but the cache given has a "

@@ -146,6 +146,9 @@ class MDUSpeechModel(MDUSpeechPreTrainedModel):
         if speech_mask is None and (self.config.text_bypass or self.config.layer_type == "e_branchformer"):
             if self.config.num_added_layers:
                 raise ValueError("Pass speech_mask (bool [batch, seq]) together with inputs_embeds: the added layers need it")
+        if speech_mask is not None and attention_mask is not None and attention_mask.dim() == 2:
+            # padded positions are never speech, whatever id they hold: the convolutions must not see them
+            speech_mask = speech_mask & attention_mask[:, -speech_mask.shape[1] :].bool()
         use_cache = self.config.use_cache if use_cache is None else use_cache
         if use_cache and past_key_values is None:
             past_key_values = DynamicCache(config=self.config)
