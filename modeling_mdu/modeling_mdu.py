@@ -17,7 +17,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRMSNorm, LlamaRotaryEmbedding
 
 from .e_branchformer_layer import ConvolutionalSpatialGatingUnit, EBranchformerLayer
-from .remote_code import AUTO_MAP, export_remote_code
+from .remote_code import AUTO_MAP, CUSTOM_PIPELINES, export_remote_code
 from .speech_vocab import MDUEmbedding, MDULMHead, init_new_rows
 from .transformer_layer import MDUTransformerLayer
 from .upscaling import base_to_upscaled_keys, check_llama_base, upscaled_to_base_keys
@@ -66,6 +66,7 @@ class MDUSpeechPreTrainedModel(PreTrainedModel):
         if kwargs.get("safe_serialization") is False:
             raise ValueError("MDU checkpoints are saved as safetensors only (safe_serialization=False is not supported)")
         self.config.auto_map = dict(AUTO_MAP)
+        self.config.custom_pipelines = {**(getattr(self.config, "custom_pipelines", None) or {}), **CUSTOM_PIPELINES}
         auto_class, type(self)._auto_class = type(self)._auto_class, None  # we write the code files ourselves
         try:
             out = super().save_pretrained(save_directory, *args, **kwargs)

@@ -42,3 +42,11 @@ AUTO_MAP = {
     "AutoModel": "modeling_mdu.MDUSpeechModel",
     "AutoModelForCausalLM": "modeling_mdu.MDUSpeechForCausalLM",
 }
+
+CUSTOM_PIPELINES = {  # config.custom_pipelines entry that makes pipeline("automatic-speech-recognition") use pipeline_mdu
+    "automatic-speech-recognition": {
+        "impl": "pipeline_mdu.MDUSpeechRecognitionPipeline",
+        "pt": ["AutoModelForCausalLM"],
+        "type": "audio",
+    }
+}

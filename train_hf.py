@@ -1,0 +1,132 @@
+"""Train an MDU speech LM (or a baseline) with the HF Trainer.
+
+    python train_hf.py configs/mdu_interleaved_ebf.yaml [--flag value ...]     # YAML gives defaults, flags override
+    accelerate launch --config_file configs/accelerate/ddp.yaml train_hf.py configs/mdu_interleaved_ebf.yaml
+
+Methods (--method): mdu | full | lora | layerwise_lr | lora_layerwise (see training/methods.py). The speech tokenizer
+comes from --speech_tokenizer or is fitted on the training audio at start. The output dir ends as a flat
+trust_remote_code checkpoint (model + processor + model card); LoRA is merged first. --push_to_hub uploads it.
+"""
+
+import logging
+import os
+import sys
+
+from transformers import AutoTokenizer, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+
+from modeling_mdu import MDUSpeechProcessor, MDUSpeechTokenizer
+from training.arguments import parse_args
+from training.collator import ASRCollator
+from training.data import add_speech_units, drop_long, load_asr_dataset, load_text_dataset, mix_text
+from training.methods import METHODS, MethodContext, build_method, export_model, is_peft_model
+from training.trainer import MDUTrainer, write_model_card_guarded
+
+logger = logging.getLogger("train_hf")
+
+
+def speech_tokenizer_for(model_args, data_args, training_args, train_raw):
+    """The fitted speech tokenizer from --speech_tokenizer, or one fitted now (main process first, then loaded)."""
+    if model_args.speech_tokenizer:
+        return MDUSpeechTokenizer.from_pretrained(model_args.speech_tokenizer)
+    from fit_speech_tokenizer import fit_speech_tokenizer
+
+    path = os.path.join(training_args.output_dir, "speech_tokenizer")
+    with training_args.main_process_first(desc="fit speech tokenizer"):
+        if not os.path.exists(os.path.join(path, "speech_codebook.safetensors")):
+            rows = head(train_raw.select_columns([data_args.audio_column]), model_args.speech_tokenizer_fit_examples)
+            tok = fit_speech_tokenizer((r[data_args.audio_column] for r in rows), backend=model_args.speech_tokenizer_backend,
+                                       codebook_size=model_args.speech_codebook_size, seed=training_args.seed)
+            tok.save_pretrained(path)
+        return MDUSpeechTokenizer.from_pretrained(path)
+
+
+def head(ds, n):
+    """The first n examples (all when n is None or larger than the dataset)."""
+    if n is None:
+        return ds
+    return ds.take(n) if not hasattr(ds, "__len__") else ds.select(range(min(n, len(ds))))
+
+
+def prepare(ds, processor, data_args, tokenizer, limit):
+    ds = head(ds, limit)
+    ds = add_speech_units(ds, processor, data_args.audio_column, data_args.text_column, data_args.preprocessing_num_workers)
+    return drop_long(ds, data_args.max_length or processor.max_length, tokenizer)  # default: the model context
+
+
+def main(argv=None, callbacks=None):
+    model_args, data_args, method_args, args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.should_log else logging.WARNING)
+    set_seed(args.seed)
+    args.remove_unused_columns = False  # the collator needs unit_ids + text
+    if args.gradient_checkpointing and args.gradient_checkpointing_kwargs is None:
+        args.gradient_checkpointing_kwargs = {"use_reentrant": False}  # frozen layers: reentrant checkpointing breaks
+    if args.ddp_find_unused_parameters is None:  # E-Branchformer local branches / bypassed layers idle on text-only batches
+        args.ddp_find_unused_parameters = method_args.method == "mdu" and (
+            method_args.layer_type == "e_branchformer" or method_args.text_bypass or data_args.text_mix_ratio > 0)
+
+    tokenizer = AutoTokenizer.from_pretrained(model_args.base_model)
+    load = dict(config=data_args.dataset_config, audio_column=data_args.audio_column, text_column=data_args.text_column,
+                streaming=data_args.streaming)
+    train_raw = load_asr_dataset(data_args.dataset, data_args.train_split, **load)
+    text_ds = load_text_dataset(data_args.text_dataset) if data_args.text_dataset else None
+    speech_tok = speech_tokenizer_for(model_args, data_args, args, train_raw)
+
+    importance_texts = None
+    if method_args.method in ("layerwise_lr", "lora_layerwise") and not method_args.importance_file:
+        rows = head(text_ds if text_ds is not None else train_raw.select_columns([data_args.text_column]), method_args.importance_texts)
+        importance_texts = [r["text" if text_ds is not None else data_args.text_column] for r in rows]
+    model_kwargs = {"dtype": model_args.dtype}
+    if model_args.attn_implementation:
+        model_kwargs["attn_implementation"] = model_args.attn_implementation
+    ctx = MethodContext(method_args, model_args.base_model, speech_tok.codebook_size, args.learning_rate,
+                        model_kwargs, tokenizer, importance_texts)
+    model, param_groups = build_method(method_args.method, ctx)
+    mdu = model.get_base_model() if is_peft_model(model) else model
+    mdu.config.logits_at_labels_only = True  # LM head only where a label needs it
+    processor = MDUSpeechProcessor.from_model_config(mdu.config, speech_tok, tokenizer)
+
+    with args.main_process_first(desc="speech units"):
+        train_ds = prepare(train_raw, processor, data_args, tokenizer, data_args.max_train_examples)
+        if text_ds is not None and data_args.text_mix_ratio > 0:
+            train_ds = mix_text(train_ds, text_ds, data_args.text_mix_ratio, args.seed)
+        eval_ds = None
+        if data_args.eval_split:
+            eval_raw = load_asr_dataset(data_args.dataset, data_args.eval_split, **load)
+            eval_ds = prepare(eval_raw, processor, data_args, tokenizer, data_args.max_eval_examples)
+
+    report = mdu.parameter_report() if not is_peft_model(model) else None
+    logger.info("method %s: %s", method_args.method, report or model.get_nb_trainable_parameters())
+    card_info = dict(method=method_args.method, base_model=model_args.base_model, dataset=data_args.dataset,
+                     method_args=vars(method_args), training_args=args.to_dict())
+    trainer = MDUTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=processor,
+                         data_collator=ASRCollator(processor, data_args.train_on_speech), param_groups=param_groups,
+                         callbacks=callbacks, card_info=card_info)
+
+    resume = args.resume_from_checkpoint
+    if resume in ("true", "True", "last"):
+        resume = get_last_checkpoint(args.output_dir)
+        logger.info("resuming from %s", resume or "scratch (no checkpoint in output_dir)")
+    result = trainer.train(resume_from_checkpoint=resume)
+    trainer.save_metrics("train", result.metrics)
+    trainer.save_state()
+
+    final = export_model(trainer.model)  # LoRA merged: a plain MDU model
+    final.config.logits_at_labels_only = False
+    trainer.model = trainer.model_wrapped = final
+    trainer.save_model(args.output_dir, _internal_call=True)  # save_pretrained (flat remote code) + processor; no push yet
+    if args.should_save:
+        card_info["train_metrics"] = result.metrics
+        try:
+            from model_cards.generate import write_model_card
+        except ImportError:
+            logger.warning("model_cards/generate.py not found: no model card written")
+        else:
+            write_model_card_guarded(write_model_card, args.output_dir, card_info)
+    if args.push_to_hub:
+        trainer.push_to_hub()
+    return trainer
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,107 @@
+"""Argument dataclasses for `train_hf.py` and the YAML-then-CLI parser.
+
+A YAML file gives the defaults, every field is also a command-line flag, and the command line wins:
+    python train_hf.py configs/mdu_interleaved_ebf.yaml --learning_rate 5e-5 --output_dir outputs/x
+"""
+
+import sys
+from dataclasses import dataclass, field
+
+import yaml
+from transformers import HfArgumentParser, TrainingArguments
+
+
+@dataclass
+class ModelArguments:
+    base_model: str = field(default=None, metadata={"help": "Llama text LLM to up-scale: a local dir or a Hub id."})
+    speech_tokenizer: str | None = field(
+        default=None, metadata={"help": "Fitted MDUSpeechTokenizer dir. Not given: one is fitted on the training audio."}
+    )
+    speech_tokenizer_backend: str = field(default="mel", metadata={"help": "Backend when fitting a speech tokenizer."})
+    speech_codebook_size: int = field(default=256, metadata={"help": "Codebook size when fitting a speech tokenizer."})
+    speech_tokenizer_fit_examples: int = field(default=500, metadata={"help": "Utterances used to fit the codebook."})
+    dtype: str = field(default="float32", metadata={"help": "float32 | bfloat16 | float16: dtype of the weights."})
+    attn_implementation: str | None = field(default=None, metadata={"help": "eager | sdpa | flash_attention_2."})
+
+
+@dataclass
+class MethodArguments:
+    method: str = field(default="mdu", metadata={"help": "mdu | full | lora | layerwise_lr | lora_layerwise."})
+    # MDU up-scaling (also sets the parameter budget `lora_rank: auto` matches)
+    placement: str = field(default="interleaved", metadata={"help": "interleaved | bottom | middle | top | sandwich."})
+    added_ratio: float = field(default=0.25, metadata={"help": "New layers as a fraction of the base depth."})
+    num_added_layers: int | None = field(default=None, metadata={"help": "Number of new layers (overrides added_ratio)."})
+    added_after: list[int] | None = field(default=None, metadata={"help": "Explicit base-layer indices, one per new layer."})
+    layer_type: str = field(default="transformer", metadata={"help": "transformer | e_branchformer."})
+    cgmlp_units: int | None = field(default=None, metadata={"help": "E-Branchformer cgMLP width (default 6*hidden)."})
+    cgmlp_conv_kernel: int = field(default=31, metadata={"help": "E-Branchformer CSGU causal conv kernel."})
+    merge_conv_kernel: int = field(default=31, metadata={"help": "E-Branchformer merge causal conv kernel."})
+    text_bypass: bool = field(default=False, metadata={"help": "Text-only sequences skip the added layers."})
+    init_seed: int = field(default=0, metadata={"help": "Seed for the new vocabulary rows."})
+    # LoRA
+    lora_rank: str = field(
+        default="auto", metadata={"help": "LoRA rank, or 'auto': match the trainable count of the MDU config above."}
+    )
+    lora_alpha: float | None = field(default=None, metadata={"help": "LoRA alpha (default 2 * rank, as arXiv 2509.23755)."})
+    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout."})
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        metadata={"help": "Projections LoRA adapts."},
+    )
+    # layer-wise learning rate (arXiv 2509.23755)
+    layerwise_lambda: float = field(default=0.4, metadata={"help": "lr_layer = lr * (1 - lambda * normalised importance)."})
+    importance_file: str | None = field(
+        default=None, metadata={"help": "JSON from eval/importance.py ('importance' or 'lr_multipliers'); else computed."}
+    )
+    importance_texts: int = field(default=64, metadata={"help": "Text examples used when importance is computed at start."})
+
+
+@dataclass
+class DataArguments:
+    dataset: str = field(
+        default=None,
+        metadata={"help": "Audio folder, CSV/JSONL file, dataset saved with save_to_disk, or a Hub dataset id."},
+    )
+    dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset configuration name."})
+    train_split: str = field(default="train", metadata={"help": "Split to train on."})
+    eval_split: str | None = field(default=None, metadata={"help": "Split to evaluate on (None: no evaluation)."})
+    audio_column: str = field(default="audio", metadata={"help": "Column with audio (path or Audio feature)."})
+    text_column: str = field(default="text", metadata={"help": "Column with the transcript."})
+    streaming: bool = field(default=False, metadata={"help": "Stream the dataset (needs max_steps)."})
+    max_train_examples: int | None = field(default=None, metadata={"help": "Use only the first N training examples."})
+    max_eval_examples: int | None = field(default=None, metadata={"help": "Use only the first N eval examples."})
+    max_length: int | None = field(
+        default=None, metadata={"help": "Drop (and count, never truncate) examples longer than this (default: model context)."}
+    )
+    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "num_proc of the unit datasets.map."})
+    train_on_speech: bool = field(default=False, metadata={"help": "Also put the loss on the speech units."})
+    text_dataset: str | None = field(
+        default=None, metadata={"help": "Text-only rehearsal data: .txt (one example a line), CSV/JSONL, or dataset."}
+    )
+    text_mix_ratio: float = field(default=0.0, metadata={"help": "Fraction of rehearsal text examples in the mix."})
+
+
+ARGUMENT_CLASSES = (ModelArguments, DataArguments, MethodArguments, TrainingArguments)
+
+
+def parse_args(argv: list[str] | None = None):
+    """(model_args, data_args, method_args, training_args) from `[config.yaml] [--flag value ...]`."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = HfArgumentParser(ARGUMENT_CLASSES)
+    if argv and argv[0].endswith((".yaml", ".yml")):
+        with open(argv[0]) as f:
+            defaults = yaml.safe_load(f) or {}
+        known = {a.dest for a in parser._actions}
+        unknown = sorted(set(defaults) - known)
+        if unknown:
+            raise ValueError(f"{argv[0]}: unknown keys {unknown} (not a field of {[c.__name__ for c in ARGUMENT_CLASSES]})")
+        parser.set_defaults(**defaults)
+        for action in parser._actions:  # a required flag set by the YAML is no longer required on the command line
+            if action.dest in defaults:
+                action.required = False
+        argv = argv[1:]
+    model_args, data_args, method_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    for name, value in (("base_model", model_args.base_model), ("dataset", data_args.dataset)):
+        if value is None:
+            raise ValueError(f"--{name} is required (in the YAML file or on the command line)")
+    return model_args, data_args, method_args, training_args

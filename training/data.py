@@ -1,0 +1,158 @@
+"""Speech datasets for training: load any ASR source, compute speech units once, mix in rehearsal text.
+
+Sources (`--dataset`):
+    a folder with `metadata.csv` / `metadata.jsonl` (audiofolder layout: `file_name` + transcript column),
+    a folder of audio files each with a `.txt` transcript beside it,
+    a `.csv` / `.jsonl` / `.json` file (audio paths relative to the file),
+    a `datasets` Dataset / DatasetDict saved with `save_to_disk`,
+    or a Hub dataset id (`--dataset_config`, `--streaming` for IterableDataset).
+
+Speech units are computed once with `datasets.map` (batched, `num_proc` workers). The map carries an explicit
+fingerprint (source fingerprint + speech tokenizer settings and codebook), so on Arrow-backed datasets the result is
+cached and a second run or epoch does not tokenize again. Streaming datasets map lazily (each pass re-tokenizes).
+"""
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+import datasets
+from datasets.fingerprint import Hasher
+
+logger = logging.getLogger(__name__)
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a")
+TEXT_COLUMNS = ("text", "transcription", "transcript", "sentence", "normalized_text")
+UNITS = "unit_ids"
+
+
+def _read_table(path: Path, audio_column: str) -> datasets.Dataset:
+    builder = "csv" if path.suffix == ".csv" else "json"
+    ds = datasets.load_dataset(builder, data_files=str(path), split="train")
+    column = audio_column if audio_column in ds.column_names else "file_name"
+    if column not in ds.column_names:
+        raise ValueError(f"{path}: no audio column {audio_column!r} (nor 'file_name'); columns are {ds.column_names}")
+    root = path.parent
+
+    def absolute(batch):
+        return {audio_column: [p if os.path.isabs(p) else str(root / p) for p in batch[column]]}
+
+    ds = ds.map(absolute, batched=True, desc="resolve audio paths")
+    return ds if column == audio_column else ds.remove_columns(column)
+
+
+def _read_sidecar_folder(folder: Path, audio_column: str, text_column: str) -> datasets.Dataset:
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS)
+    if not files:
+        raise ValueError(f"{folder}: no metadata.csv/metadata.jsonl and no audio files ({', '.join(AUDIO_EXTENSIONS)})")
+    missing = [str(p) for p in files if not p.with_suffix(".txt").exists()]
+    if missing:
+        raise ValueError(f"{folder}: audio without a transcript .txt beside it: {missing[:3]}")
+    texts = [p.with_suffix(".txt").read_text().strip() for p in files]
+    return datasets.Dataset.from_dict({audio_column: [str(p) for p in files], text_column: texts})
+
+
+def load_asr_dataset(source: str, split: str = "train", config: str | None = None, audio_column: str = "audio",
+                     text_column: str = "text", streaming: bool = False):
+    """A Dataset (or IterableDataset) with `audio_column` (paths or Audio) and `text_column`, from any source."""
+    path = Path(source)
+    if path.is_dir() and ((path / "dataset_dict.json").exists() or (path / "state.json").exists()):
+        ds = datasets.load_from_disk(str(path))
+        if isinstance(ds, datasets.DatasetDict):
+            if split not in ds:
+                raise ValueError(f"{source}: no split {split!r}; splits are {list(ds)}")
+            ds = ds[split]
+    elif path.is_dir():
+        meta = [path / n for n in ("metadata.csv", "metadata.jsonl") if (path / n).exists()]
+        ds = _read_table(meta[0], audio_column) if meta else _read_sidecar_folder(path, audio_column, text_column)
+    elif path.suffix in (".csv", ".jsonl", ".json"):
+        if not path.exists():
+            raise ValueError(f"dataset file {source} does not exist")
+        ds = _read_table(path, audio_column)
+    else:
+        ds = datasets.load_dataset(source, config, split=split, streaming=streaming)
+    if streaming and isinstance(ds, datasets.Dataset):  # local data read lazily too, when asked
+        ds = ds.to_iterable_dataset()
+    columns = ds.column_names or []
+    if audio_column not in columns:
+        raise ValueError(f"{source}: no audio column {audio_column!r}; columns are {columns}")
+    if text_column not in columns:
+        guess = [c for c in TEXT_COLUMNS if c in columns]
+        if not guess:
+            raise ValueError(f"{source}: no transcript column {text_column!r}; columns are {columns}")
+        logger.info("using transcript column %r", guess[0])
+        ds = ds.rename_column(guess[0], text_column)
+    return ds
+
+
+def _tokenizer_fingerprint(processor) -> str:
+    fe = processor.feature_extractor
+    codebook = getattr(fe, "_codebook", None)
+    digest = hashlib.sha256(codebook.numpy().tobytes()).hexdigest() if codebook is not None else "none"
+    return Hasher.hash([fe.to_json_string(), digest, processor.speech_token_start])
+
+
+def add_speech_units(ds, processor, audio_column: str = "audio", text_column: str = "text", num_proc: int | None = None,
+                     batch_size: int = 16):
+    """Adds `unit_ids` (model-vocabulary ids of the speech units) and keeps only `unit_ids` + `text`."""
+
+    def encode(batch):
+        return {UNITS: processor.encode_speech(batch[audio_column]), "text": batch[text_column]}
+
+    drop = [c for c in (ds.column_names or []) if c != "text"]
+    if isinstance(ds, datasets.IterableDataset):
+        return ds.map(encode, batched=True, batch_size=batch_size, remove_columns=drop)
+    fingerprint = Hasher.hash([ds._fingerprint, _tokenizer_fingerprint(processor), audio_column, text_column])
+    return ds.map(encode, batched=True, batch_size=batch_size, num_proc=num_proc, remove_columns=drop,
+                  new_fingerprint=fingerprint, desc="speech units")
+
+
+def drop_long(ds, max_length: int | None, text_tokenizer):
+    """Drops (and logs how many) examples whose ASR sequence exceeds `max_length`; nothing is truncated."""
+    if not max_length or isinstance(ds, datasets.IterableDataset):
+        return ds
+    before = len(ds)
+
+    def fits(batch):
+        n_text = [len(ids) + 1 for ids in text_tokenizer(batch["text"], add_special_tokens=False)["input_ids"]]
+        return [len(u) + 2 + t <= max_length for u, t in zip(batch[UNITS], n_text)]
+
+    ds = ds.filter(fits, batched=True, desc=f"drop > {max_length} tokens")
+    if len(ds) < before:
+        logger.warning("dropped %d of %d examples longer than max_length=%d tokens", before - len(ds), before, max_length)
+    if len(ds) == 0:
+        raise ValueError(f"every example is longer than max_length={max_length} tokens")
+    return ds
+
+
+def load_text_dataset(source: str, text_column: str = "text") -> datasets.Dataset:
+    """Rehearsal text: a .txt file (one example a line), CSV/JSONL with a text column, or a save_to_disk dataset."""
+    path = Path(source)
+    if path.suffix == ".txt":
+        lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        ds = datasets.Dataset.from_dict({text_column: lines})
+    elif path.suffix in (".csv", ".jsonl", ".json"):
+        ds = datasets.load_dataset("csv" if path.suffix == ".csv" else "json", data_files=str(path), split="train")
+    elif path.is_dir():
+        ds = datasets.load_from_disk(str(path))
+        ds = ds["train"] if isinstance(ds, datasets.DatasetDict) else ds
+    else:
+        ds = datasets.load_dataset(source, split="train")
+    if text_column not in ds.column_names:
+        raise ValueError(f"{source}: no text column {text_column!r}; columns are {ds.column_names}")
+    ds = ds.select_columns([text_column])
+    return ds if text_column == "text" else ds.rename_column(text_column, "text")
+
+
+def mix_text(speech_ds, text_ds, ratio: float, seed: int = 0):
+    """Interleaves text-only examples (empty `unit_ids`) so that about `ratio` of the examples are text."""
+    if not 0.0 < ratio < 1.0:
+        raise ValueError(f"text_mix_ratio must be in (0, 1), got {ratio}")
+    text_ds = text_ds.map(lambda b: {UNITS: [[] for _ in b["text"]]}, batched=True, desc="rehearsal text")
+    if isinstance(speech_ds, datasets.IterableDataset):
+        text_ds = text_ds.to_iterable_dataset()
+    if speech_ds.features is not None:
+        text_ds = text_ds.cast(speech_ds.features)
+    return datasets.interleave_datasets([speech_ds, text_ds], probabilities=[1 - ratio, ratio], seed=seed,
+                                        stopping_strategy="first_exhausted")

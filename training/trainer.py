@@ -1,0 +1,124 @@
+"""MDUTrainer: the HF Trainer with custom optimizer parameter groups, the paper's schedule, and PEFT checkpoints
+that keep the trainable vocabulary rows.
+
+- Optimizer: `param_groups` from the method registry (`{"name", "params", "lr"?}`), each split into weight-decay /
+  no-decay halves the way Trainer does; optimizer class and kwargs come from `Trainer.get_optimizer_cls_and_kwargs`
+  (`--optim`, betas, eps ...). Only parameters that require grad go in; a frozen one in a group is an error.
+- Schedule: every `--lr_scheduler_type` of transformers works. The paper's (AdamW, warmup, linear decay to a floor
+  LR) is `lr_scheduler_type: warmup_stable_decay` with `lr_scheduler_kwargs: {decay_type: linear, min_lr_ratio: 0.2}`;
+  when `num_decay_steps` is not given it is filled in as the rest of the run after warmup (no stable phase).
+- PEFT models: the adapter checkpoint leaves out parameters that are trainable outside LoRA (the speech rows);
+  they are saved next to it in `trainable_extra.safetensors` and restored on `--resume_from_checkpoint`.
+"""
+
+import inspect
+import logging
+import os
+
+import safetensors.torch
+from transformers import Trainer
+from transformers.optimization import get_scheduler
+
+EXTRA_WEIGHTS = "trainable_extra.safetensors"
+logger = logging.getLogger(__name__)
+
+
+def _peft(model) -> bool:
+    try:
+        from peft import PeftModel
+    except ImportError:
+        return False
+    return isinstance(model, PeftModel)
+
+
+class MDUTrainer(Trainer):
+    def __init__(self, *args, param_groups: list[dict] | None = None, card_info: dict | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.param_groups = param_groups
+        self.card_info = card_info or {}
+
+    # ---------------------------------------------------------------- optimizer / scheduler
+    def create_optimizer(self, model=None):
+        if self.param_groups is None or self.optimizer is not None:
+            return super().create_optimizer(model)
+        opt_model = self.model if model is None else model
+        names = {id(p): n for n, p in opt_model.named_parameters()}
+        decay = set(self.get_decay_parameter_names(opt_model))
+        groups, seen = [], set()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if not p.requires_grad:
+                    raise ValueError(f"param group {group.get('name')!r} holds a frozen parameter {names.get(id(p))}")
+                if id(p) in seen:
+                    raise ValueError(f"parameter {names.get(id(p))} is in two param groups")
+                seen.add(id(p))
+            extra = {k: v for k, v in group.items() if k != "params"}
+            for suffix, wd in (("", self.args.weight_decay), (".no_decay", 0.0)):
+                params = [p for p in group["params"] if (names.get(id(p)) in decay) == (suffix == "")]
+                if params:
+                    groups.append({**extra, "name": f"{group.get('name', 'group')}{suffix}", "params": params, "weight_decay": wd})
+        missing = [n for n, p in opt_model.named_parameters() if p.requires_grad and id(p) not in seen]
+        if missing:
+            raise ValueError(f"trainable parameters in no param group: {missing[:5]}")
+        optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+        self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
+        return self.optimizer
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        kwargs = dict(self.args.lr_scheduler_kwargs or {})
+        if self.lr_scheduler is None and self.args.lr_scheduler_type == "warmup_stable_decay" and "num_decay_steps" not in kwargs:
+            warmup = self.args.get_warmup_steps(num_training_steps)
+            kwargs.update(num_decay_steps=num_training_steps - warmup, num_stable_steps=0)
+            self.lr_scheduler = get_scheduler(
+                "warmup_stable_decay",
+                optimizer=optimizer or self.optimizer,
+                num_warmup_steps=warmup,
+                num_training_steps=num_training_steps,
+                scheduler_specific_kwargs=kwargs,
+            )
+            self._created_lr_scheduler = True
+        return super().create_scheduler(num_training_steps, optimizer)
+
+    # ---------------------------------------------------------------- PEFT checkpoints keep the speech rows
+    def _save(self, output_dir=None, state_dict=None):
+        super()._save(output_dir, state_dict)
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        model = self.accelerator.unwrap_model(self.model)
+        if _peft(model) and self.args.should_save:
+            extra = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad and "lora_" not in n}
+            if extra:
+                safetensors.torch.save_file(extra, os.path.join(output_dir, EXTRA_WEIGHTS))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        path = os.path.join(resume_from_checkpoint, EXTRA_WEIGHTS)
+        model = self.accelerator.unwrap_model(model if model is not None else self.model)
+        if _peft(model) and os.path.isfile(path):
+            params = dict(model.named_parameters())
+            for name, tensor in safetensors.torch.load_file(path).items():
+                if name not in params:
+                    raise KeyError(f"{path}: {name} is not a parameter of the model")
+                params[name].data.copy_(tensor.to(params[name].device, params[name].dtype))
+
+    # ---------------------------------------------------------------- model card
+    def create_model_card(self, *args, **kwargs):
+        """Our card (model_cards/generate.py) when it exists, else the Trainer's."""
+        try:
+            from model_cards.generate import write_model_card
+        except ImportError:
+            return super().create_model_card(*args, **kwargs)
+        return write_model_card_guarded(write_model_card, self.args.output_dir, self.card_info)
+
+
+def write_model_card_guarded(write_model_card, output_dir, info: dict):
+    """Calls `write_model_card(output_dir, **info)` with the keyword arguments it accepts."""
+    params = inspect.signature(write_model_card).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        accepted = info
+    else:
+        accepted = {k: v for k, v in info.items() if k in params}
+    try:
+        return write_model_card(output_dir, **accepted)
+    except TypeError as err:  # a signature we do not fill: the weights are saved already, do not fail the run
+        logger.warning("model card not written: write_model_card(%s, %s) failed: %s", output_dir, sorted(accepted), err)
+        return None
