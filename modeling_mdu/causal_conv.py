@@ -30,3 +30,11 @@ class CausalDepthwiseConv1d(nn.Module):
                 full = cache_layer.update_conv_state(x, state_idx=self.state_idx, conv_kernel_size=context)
                 x = F.pad(x, (context, 0)) if first else full
         return self.conv(x).transpose(1, 2)
+
+    def advance(self, batch: int, length: int, cache_layer, like: torch.Tensor) -> None:
+        """Moves the cached left context over `length` all-zero inputs without computing anything: what a forward
+        over masked-out (text) positions would store."""
+        context = self.kernel_size - 1
+        if cache_layer is not None and context > 0:
+            zeros = like.new_zeros(batch, self.conv.in_channels, length)
+            cache_layer.update_conv_state(zeros, state_idx=self.state_idx, conv_kernel_size=context)

