@@ -128,6 +128,7 @@ def main(argv=None):
     from modeling_mdu import MDUSpeechForCausalLM, MDUSpeechProcessor
 
     model = AutoModelForCausalLM.from_pretrained(model_dir, trust_remote_code=True).eval()
+    model.freeze_base()  # a loaded checkpoint has every parameter trainable; count what MDU trains
     processor = AutoProcessor.from_pretrained(model_dir, trust_remote_code=True)
     test = corpus["test"].select(range(min(cfg["eval_examples"], len(corpus["test"]))))
     results = read_json(out / "results.json") or {}

@@ -18,6 +18,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from training.layerwise_lr import lr_multipliers  # noqa: F401  (one formula, shared with train_hf)
+
 from .rundir import make_run_dir, write_json
 
 
@@ -93,16 +95,6 @@ def split_importance(model, importance: list[float]) -> dict:
         raise ValueError(f"{len(importance)} importances for {len(added)} layers")
     return {"base": [v for v, a in zip(importance, added) if not a], "added": [v for v, a in zip(importance, added) if a],
             "base_positions": [i for i, a in enumerate(added) if not a], "added_positions": [i for i, a in enumerate(added) if a]}
-
-
-def lr_multipliers(importance: list[float], lam: float = 0.4) -> list[float]:
-    """1 − λ·(I − Imin)/(Imax − Imin) per layer (all 1 when the layers are equally important)."""
-    if not importance:
-        raise ValueError("importance is empty")
-    if not 0.0 <= lam <= 1.0:
-        raise ValueError(f"lambda must be in [0, 1], got {lam}")
-    lo, hi = min(importance), max(importance)
-    return [1.0] * len(importance) if hi == lo else [1.0 - lam * (v - lo) / (hi - lo) for v in importance]
 
 
 def importance_shift(a: list[float], b: list[float]) -> dict:
