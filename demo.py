@@ -173,11 +173,11 @@ def main(argv=None):
     write_model_card(model_dir, base_model=base_dir, results=card_results, method="mdu", dataset=cfg["corpus_dir"])
     (model_dir / "text_results.json").write_text(json.dumps(text, indent=2, default=str))
     report = build_report([model_dir], out / "report", overwrite=True)
+    done("8. export: model card, report, plot")
     hardware = torch.cuda.get_device_name() if torch.cuda.is_available() else f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
     results.update(hardware=hardware, stage_seconds=STAGE_TIMES, total_seconds=round(time.perf_counter() - t0, 1),
                    settings=cfg, parameters=model.parameter_report())
     write_json(out / "results.json", results)
-    done("8. export: model card, report, plot")
 
     r = results
     print("\n=== summary " + "=" * 60)
