@@ -43,7 +43,7 @@ def write_json(path, obj):
 
 
 def settings(quick: bool) -> dict:
-    if quick:  # ≤ 5 min on 2 CPU cores: a sanity run of every stage, it barely learns
+    if quick:  # a sanity run of every stage; it barely learns
         return dict(corpus=dict(num_train=300, num_test=40, max_words=10), corpus_dir="cache/data/espeak-quick",
                     codebook=128, max_steps=30, batch=8, lr=2e-3, eval_examples=16, text_items=10, fit_examples=150)
     return dict(corpus=dict(num_train=2000, num_test=100, max_words=12), corpus_dir="cache/data/espeak-demo",
@@ -52,7 +52,7 @@ def settings(quick: bool) -> dict:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="≤ 5 min variant (tiny corpus, few steps)")
+    p.add_argument("--quick", action="store_true", help="short variant: tiny corpus, few steps (a pipeline check, barely learns)")
     p.add_argument("--output_dir", default=None)
     p.add_argument("--max_steps", type=int, default=None, help="override the training step budget")
     p.add_argument("--layer_type", default="e_branchformer", choices=["transformer", "e_branchformer"])
