@@ -75,8 +75,9 @@ class EBranchformerLayer(GradientCheckpointingLayer):
         layer = layers[self.layer_idx] if self.layer_idx < len(layers) else None
         if not hasattr(layer, "update_conv_state"):
             raise ValueError(
-                f"E-Branchformer layer {self.layer_idx} keeps convolution states in the cache, but the cache given has a "
-                f"{type(layer).__name__} there. Build it with DynamicCache(config=model.config) (generate() does)."
+                f"E-Branchformer layer {self.layer_idx} keeps convolution states in the cache, but the cache given has "
+                f"{type(layer).__name__ if layer is not None else 'no layer'} there. Build it with "
+                f"DynamicCache(config=model.config) (generate() does)."
             )
         return layer
 
