@@ -2,7 +2,7 @@
 
 The stock ASR pipeline only hosts CTC, TDT and encoder-decoder models (it loads AutoModelForCTC / ...SpeechSeq2Seq
 and branches on those types), so it cannot run a decoder-only speech LM. This small `Pipeline` subclass is
-registered for the task through `config.custom_pipelines` (see `CUSTOM_PIPELINES`); `pipeline()` then loads the model
+registered for the task through `config.custom_pipelines` (`remote_code.CUSTOM_PIPELINES`, written by the model's save_pretrained); `pipeline()` then loads the model
 with AutoModelForCausalLM, and this class loads the MDUSpeechProcessor from the same checkpoint:
 
     asr = pipeline("automatic-speech-recognition", model=ckpt, trust_remote_code=True)
@@ -15,7 +15,7 @@ For batched decoding use `MDUSpeechProcessor.transcribe(model, audio_list, batch
 import torch
 from transformers import Pipeline
 
-from .processing_mdu import CUSTOM_PIPELINES, MDUSpeechProcessor  # noqa: F401  (CUSTOM_PIPELINES: re-exported)
+from .processing_mdu import MDUSpeechProcessor
 
 
 class MDUSpeechRecognitionPipeline(Pipeline):

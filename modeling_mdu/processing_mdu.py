@@ -16,15 +16,12 @@ One-line transcription from a checkpoint folder or Hub id holding the model and 
     processor.transcribe(model, ["a.wav", "b.flac"])
 """
 
-import json
-import shutil
-from pathlib import Path
 
 import torch
 from transformers import AutoTokenizer, BatchFeature, ProcessorMixin
 
 from .audio_io import as_batch, describe_item
-from .remote_code import CUSTOM_PIPELINES
+from .remote_code import export_remote_code
 from .speech_tokenizer import AUTO_MAP, MDUSpeechTokenizer
 
 IGNORE_INDEX = -100
@@ -235,8 +232,7 @@ class MDUSpeechProcessor(ProcessorMixin):
         finally:
             type(self)._auto_class = auto_class
         files += self.feature_extractor.save_pretrained(save_directory)
-        _export_code(save_directory)
-        _register_pipeline(save_directory)
+        export_remote_code(save_directory, require_model=False)  # custom_pipelines: the model's save_pretrained
         return files
 
     @classmethod
@@ -254,30 +250,3 @@ class MDUSpeechProcessor(ProcessorMixin):
         settings = {k: processor_dict[k] for k in ("speech_token_start", "speech_start_token_id", "speech_end_token_id", "max_length", "speech_vocab_size") if k in processor_dict}
         settings.update(overrides)
         return cls(feature_extractor, tokenizer, **settings)
-
-
-def _export_code(save_directory) -> None:
-    """Writes the flat remote-code files: the whole model + processor code from the source tree, or, in a
-    checkpoint loaded with trust_remote_code that holds only the processor's modules, those."""
-    try:
-        from .remote_code import export_remote_code
-
-        export_remote_code(save_directory)
-    except (ImportError, FileNotFoundError):
-        here = Path(__file__).resolve().parent
-        for src in here.glob("*.py"):
-            dst = Path(save_directory) / src.name
-            if src.name != "__init__.py" and src.resolve() != dst.resolve():
-                shutil.copyfile(src, dst)
-
-
-def _register_pipeline(save_directory) -> None:
-    """Adds CUSTOM_PIPELINES to an MDU model's config.json already in `save_directory` (a model saved after the
-    processor writes its own config.json; then set `model.config.custom_pipelines` before saving it)."""
-    path = Path(save_directory) / "config.json"
-    if not path.is_file():
-        return
-    config = json.loads(path.read_text())
-    if config.get("model_type") == "mdu_speech" and "automatic-speech-recognition" not in config.get("custom_pipelines", {}):
-        config["custom_pipelines"] = {**config.get("custom_pipelines", {}), **CUSTOM_PIPELINES}
-        path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")

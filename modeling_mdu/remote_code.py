@@ -13,23 +13,25 @@ from pathlib import Path
 PACKAGES = ("configuration_mdu", "modeling_mdu")
 
 
-def remote_code_files() -> list[Path]:
+def remote_code_files(require_model: bool = True) -> list[Path]:
+    """The .py files a checkpoint needs. `require_model=False` also accepts a flat folder holding only the
+    processor's modules (a processor loaded on its own with trust_remote_code)."""
     here = Path(__file__).resolve().parent
     if here.name == "modeling_mdu" and (here.parent / "configuration_mdu" / "configuration_mdu.py").is_file():
         folders = [here.parent / p for p in PACKAGES]  # source tree
     else:
         folders = [here]  # flat checkpoint (transformers_modules/...)
     files = [f for folder in folders for f in sorted(folder.glob("*.py")) if f.name != "__init__.py"]
-    if not any(f.name == "modeling_mdu.py" for f in files):
+    if require_model and not any(f.name == "modeling_mdu.py" for f in files):
         raise FileNotFoundError(f"modeling_mdu.py not found next to {__file__}: cannot export remote code")
     return files
 
 
-def export_remote_code(save_directory) -> list[str]:
+def export_remote_code(save_directory, require_model: bool = True) -> list[str]:
     save_directory = Path(save_directory)
     save_directory.mkdir(parents=True, exist_ok=True)
     written = []
-    for src in remote_code_files():
+    for src in remote_code_files(require_model):
         dst = save_directory / src.name
         if src.resolve() != dst.resolve():
             shutil.copyfile(src, dst)
