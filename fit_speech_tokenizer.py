@@ -135,6 +135,8 @@ def main(argv=None):
     p.add_argument("--epochs", type=int, default=1, help="passes over the data (small corpora)")
     p.add_argument("--frame_rate", type=int, default=50)
     p.add_argument("--n_mels", type=int, default=80)
+    p.add_argument("--stack_frames", type=int, default=1, help="mel: STFT at stack_frames x frame_rate, frames stacked")
+    p.add_argument("--n_mfcc", type=int, default=0, help="mel: keep the first N cepstral coefficients (0: log-mel)")
     p.add_argument("--normalize", default="utterance", choices=["utterance", "global", "none"])
     p.add_argument("--collapse_repeats", action="store_true")
     p.add_argument("--encoder_name_or_path", default=None, help="ssl backend: transformers audio encoder")
@@ -148,6 +150,7 @@ def main(argv=None):
             items, backend=args.backend, codebook_size=args.codebook_size, max_frames=args.max_frames,
             batch_size=args.batch_size, seed=args.seed, epochs=args.epochs, frame_rate=args.frame_rate, n_mels=args.n_mels,
             normalize=args.normalize, collapse_repeats=args.collapse_repeats, **extra,
+            **(dict(stack_frames=args.stack_frames, n_mfcc=args.n_mfcc) if args.backend == "mel" else {}),
         )
     tok.save_pretrained(args.output_dir)
     print(f"saved {args.backend} tokenizer (K={args.codebook_size}) to {os.path.abspath(args.output_dir)}")

@@ -92,7 +92,7 @@ def parse(argv=None):
     p.add_argument("--budget", choices=["cpu", "gpu"], default=None, help="step budget (default: gpu if CUDA else cpu)")
     p.add_argument("--only", default=None, help=f"comma-separated runs; of {', '.join(run_names())}")
     p.add_argument("--base", default=None, help="base LLM folder (default: _shared.yaml's, the embedded SmolLM2-135M)")
-    p.add_argument("--dataset", default=None, help="ASR dataset with train/test splits (default: cache/data/espeak)")
+    p.add_argument("--dataset", default=None, help="ASR dataset with train/test splits (default: the demo corpus, cache/data/espeak-demo)")
     p.add_argument("--output_dir", default=None, help="runs, tokenizer, caches (default runs/grid-<budget>)")
     p.add_argument("--results_dir", default=None,
                    help="report + COMMANDS.md (default results/; <output_dir>/results with --tiny)")
@@ -177,6 +177,8 @@ def main(argv=None) -> dict:
         cfg = {**shared["train"], **shared["budgets"][budget], **own, **tiny.get("train", {}),
                "base_model": base, "dataset": dataset, "output_dir": str(run),
                "speech_tokenizer": str(stok), **({"max_steps": a.max_steps} if a.max_steps else {})}
+        lr_scale = cfg.pop("lr_scale", 1.0)  # a short budget scales every run's (paper) learning rate alike
+        cfg["learning_rate"] = float(cfg["learning_rate"]) * lr_scale
         if cfg["method"] in LAYERWISE:
             cfg["importance_file"] = str(importance)
         config_file = out / "configs" / f"{name}.yaml"

@@ -101,7 +101,8 @@ def main(argv=None, callbacks=None):
                      method_args=vars(method_args), training_args=args.to_dict())
     trainer = MDUTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=processor,
                          data_collator=ASRCollator(processor, data_args.train_on_speech), param_groups=param_groups,
-                         callbacks=callbacks, card_info=card_info)
+                         callbacks=callbacks, card_info=card_info, ctc_weight=data_args.ctc_weight,
+                         ctc_layer=data_args.ctc_layer)
 
     resume = args.resume_from_checkpoint
     if resume in ("true", "True", "last"):

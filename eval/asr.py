@@ -45,6 +45,18 @@ def error_rates(references: list[str], hypotheses: list[str], numbers_to_words: 
     }
 
 
+def listening_check(references: list[str], hypotheses: list[str], numbers_to_words: bool = True) -> dict:
+    """Does the model listen? A speech LM that learned only the text prior answers (nearly) one sentence for every
+    input: then `distinct_hypotheses` is ~1 and its WER is no better than `wer_if_always_most_common`, the WER of
+    answering the model's most frequent hypothesis to every utterance."""
+    from collections import Counter
+
+    norm = [normalize_text(h, numbers_to_words) for h in hypotheses]
+    common, count = Counter(norm).most_common(1)[0]
+    return {"distinct_hypotheses": len(set(norm)), "most_common_hypothesis": common, "most_common_count": count,
+            "wer_if_always_most_common": error_rates(references, [common] * len(references), numbers_to_words)["wer"]}
+
+
 def evaluate_asr(model, processor, dataset, batch_size: int = 8, max_new_tokens: int = 128, audio_column: str = "audio",
                  text_column: str = "text", output_dir=None, overwrite: bool = False, numbers_to_words: bool = True,
                  max_examples: int | None = None, split: str = "test") -> dict:
@@ -76,6 +88,7 @@ def evaluate_asr(model, processor, dataset, batch_size: int = 8, max_new_tokens:
         "split": split,
         "num_utterances": len(dataset),
         **error_rates(references, hypotheses, numbers_to_words),
+        "listening_check": listening_check(references, hypotheses, numbers_to_words),
         "normalization": {"numbers_to_words": numbers_to_words},
         "decoding": {"greedy": True, "batch_size": batch_size, "max_new_tokens": max_new_tokens},
         "decode_seconds": round(seconds, 3),

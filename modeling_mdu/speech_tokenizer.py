@@ -1,7 +1,10 @@
 """MDUSpeechTokenizer: audio -> discrete speech units (indices 0..K-1) by nearest k-means centroid.
 
 Backends (frame features that are then quantised with a k-means codebook):
-- `mel` (default, offline): log-mel frames from a batched STFT at `frame_rate` Hz (hop = sampling_rate / frame_rate).
+- `mel` (default, offline): log-mel frames from a batched STFT. With `stack_frames` = s > 1 the STFT runs at
+  s * `frame_rate` Hz and s consecutive frames are concatenated into one `frame_rate` Hz feature (no audio between
+  windows is skipped at low unit rates); with `n_mfcc` = c > 0 each frame keeps only its first c cepstral
+  coefficients (orthonormal DCT of the log-mel: the spectral envelope, less of the voice's pitch harmonics).
 - `ssl`: hidden states of layer `encoder_layer` of any transformers audio encoder that takes raw `input_values`
   (HuBERT, WavLM, wav2vec2, Data2VecAudio), loaded with `AutoModel` from `encoder_name_or_path`; the frame rate is
   the encoder's (50 Hz for the usual 320x down-sampling). `save_pretrained` stores the encoder in `speech_encoder/`.
@@ -56,6 +59,8 @@ class MDUSpeechTokenizer(SequenceFeatureExtractor):
         win_length: int = 400,
         f_min: float = 20.0,
         f_max: float = 7600.0,
+        n_mfcc: int = 0,
+        stack_frames: int = 1,
         normalize: str = "utterance",
         collapse_repeats: bool = False,
         encoder_name_or_path: str | None = None,
@@ -76,12 +81,18 @@ class MDUSpeechTokenizer(SequenceFeatureExtractor):
             raise ValueError(f"normalize must be one of {NORMALIZE}, got {normalize!r}")
         if codebook_size < 1:
             raise ValueError(f"codebook_size must be >= 1, got {codebook_size}")
-        if backend == "mel" and sampling_rate % frame_rate:
-            raise ValueError(f"frame_rate {frame_rate} must divide sampling_rate {sampling_rate} (integer hop)")
+        if stack_frames < 1:
+            raise ValueError(f"stack_frames must be >= 1, got {stack_frames}")
+        if not 0 <= n_mfcc <= n_mels:
+            raise ValueError(f"n_mfcc must be in [0, n_mels={n_mels}], got {n_mfcc}")
+        if backend == "mel" and sampling_rate % (frame_rate * stack_frames):
+            raise ValueError(f"frame_rate * stack_frames = {frame_rate * stack_frames} must divide sampling_rate "
+                             f"{sampling_rate} (integer hop)")
         if backend != "mel" and not (encoder_name_or_path or encoder_subfolder):
             raise ValueError(f"backend {backend!r} needs encoder_name_or_path (a transformers audio encoder / codec)")
         self.backend, self.codebook_size, self.frame_rate = backend, int(codebook_size), int(frame_rate)
         self.n_mels, self.n_fft, self.win_length, self.f_min, self.f_max = n_mels, n_fft, win_length, f_min, f_max
+        self.n_mfcc, self.stack_frames = int(n_mfcc), int(stack_frames)
         self.normalize, self.collapse_repeats, self.batch_size = normalize, bool(collapse_repeats), int(batch_size)
         self.encoder_name_or_path, self.encoder_subfolder, self.encoder_layer = encoder_name_or_path, encoder_subfolder, encoder_layer
         self.codec_num_quantizers = int(codec_num_quantizers)
@@ -173,13 +184,17 @@ class MDUSpeechTokenizer(SequenceFeatureExtractor):
             self._fbank = torchaudio.functional.melscale_fbanks(
                 self.n_fft // 2 + 1, self.f_min, self.f_max, self.n_mels, self.sampling_rate, norm="slaney", mel_scale="slaney"
             )
+            if self.n_mfcc:
+                self._dct = torchaudio.functional.create_dct(self.n_mfcc, self.n_mels, norm="ortho")
 
     @torch.inference_mode()
     def _mel_features(self, waves: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Batched log-mel. Each wave is zero-padded by n_fft/2 on both sides on its own (as `center=True`), so an
-        utterance gives the same frames alone or in a batch; it has 1 + len // hop frames."""
+        """Batched log-mel (or MFCC). Each wave is zero-padded by n_fft/2 on both sides on its own (as `center=True`),
+        so an utterance gives the same frames alone or in a batch; it has n = 1 + len // hop STFT frames, and
+        ceil(n / stack_frames) features (the last group padded by repeating its last frame)."""
         self._mel_setup()
-        hop, half = self.sampling_rate // self.frame_rate, self.n_fft // 2
+        stack = self.stack_frames
+        hop, half = self.sampling_rate // (self.frame_rate * stack), self.n_fft // 2
         lengths = [1 + w.numel() // hop for w in waves]
         longest = max(w.numel() for w in waves) + 2 * half
         batch = torch.zeros(len(waves), max(longest, self.n_fft))
@@ -187,8 +202,19 @@ class MDUSpeechTokenizer(SequenceFeatureExtractor):
             batch[i, half : half + w.numel()] = w
         spec = torch.stft(batch, self.n_fft, hop, self.win_length, self._window, center=False, return_complex=True)
         power = spec.real.square() + spec.imag.square()  # (B, F, T)
-        logmel = torch.log(torch.matmul(power.transpose(1, 2), self._fbank) + 1e-6)  # (B, T, n_mels)
-        return [logmel[i, :n] for i, n in enumerate(lengths)]
+        feats = torch.log(torch.matmul(power.transpose(1, 2), self._fbank) + 1e-6)  # (B, T, n_mels)
+        if self.n_mfcc:
+            feats = feats @ self._dct  # (B, T, n_mfcc)
+        return [self._stack(feats[i, :n], stack) for i, n in enumerate(lengths)]
+
+    @staticmethod
+    def _stack(frames: torch.Tensor, stack: int) -> torch.Tensor:
+        """(n, D) -> (ceil(n / stack), stack * D): consecutive frames side by side."""
+        if stack == 1:
+            return frames
+        short = -len(frames) % stack
+        frames = torch.cat([frames, frames[-1:].expand(short, -1)]) if short else frames
+        return frames.reshape(-1, stack * frames.shape[1])
 
     @torch.inference_mode()
     def _ssl_features(self, waves: list[torch.Tensor]) -> list[torch.Tensor]:

@@ -4,8 +4,14 @@
     python -m prepare.espeak_corpus --quick          # 300/40 utterances in cache/data/espeak-quick
     from prepare.espeak_corpus import build_corpus   # build_corpus(output_dir, num_train, num_test, ...) -> DatasetDict
 
-Sentences come from a real English text (gensim's Lee news corpus, shipped in its test data): split into sentences,
-cleaned, 4-20 words, no digits by default (espeak would say "500" as words the label does not spell), deduplicated.
+Sentences come from a real English text source (`text_source`):
+    "wordnet" (default)  the example sentences of Princeton WordNet 3.0 (Debian `wordnet-base`, ~48k short everyday
+                         sentences such as "he stayed later than you did"), optionally only those whose words are all
+                         among the source's `top_words` most frequent ones (a vocabulary a small corpus can cover);
+    "lee"                gensim's Lee news corpus (shipped in its test data; only ~1000 sentences of <= 20 words);
+    a file path          any one-document-per-line English text.
+They are split into sentences, cleaned, 4-20 words, no digits by default (espeak would say "500" as words the label
+does not spell), deduplicated.
 Each utterance gets a voice (an espeak accent + a voice variant, e.g. "en-gb-scotland+m3"), a speed (words per minute)
 and a pitch. Held-out speakers: the test split uses voice variants that never occur in training, so train and test
 voices are disjoint, and test sentences are disjoint from training sentences.
@@ -35,7 +41,7 @@ from prepare.common import CACHE, read_stamp, write_stamp
 
 DEFAULT_OUTPUT = CACHE / "data" / "espeak"
 PARAMS_FILE = "espeak_params.json"
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 SAMPLING_RATE = 16000
 
 ACCENTS = ["en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-029", "en-us-nyc"]
@@ -87,18 +93,54 @@ def clean_sentence(sentence: str, min_words: int = 4, max_words: int = 20, allow
     return s
 
 
-def load_sentences(path=None, min_words=4, max_words=20, allow_digits=False) -> list[str]:
-    """Cleaned, deduplicated (case-insensitively) sentences of a one-document-per-line text file (default: the Lee
-    corpus files), in file order."""
-    paths = [path] if path else lee_corpus_paths()
-    text = "\n".join(Path(p).read_text(encoding="utf-8", errors="replace") for p in paths)
+WORDNET_DIR = Path("/usr/share/wordnet")  # Debian package wordnet-base
+WORDNET_FILES = ("data.noun", "data.verb", "data.adj", "data.adv")
+
+
+def wordnet_examples(wordnet_dir=None) -> list[str]:
+    """The quoted example sentences of the WordNet 3.0 database files (`data.*`: `... | gloss; "example"; ...`) in
+    `wordnet_dir` (default WORDNET_DIR)."""
+    paths = [Path(wordnet_dir or WORDNET_DIR) / name for name in WORDNET_FILES]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"WordNet database files not found: {missing}; install them with "
+                                "`apt-get install wordnet-base` (or use text_source='lee' or a text file)")
+    examples = []
+    for path in paths:
+        for line in path.read_text(encoding="latin-1").splitlines():
+            if not line.startswith("  "):  # the licence header lines start with two spaces
+                examples.extend(re.findall(r'"([^"]+)"', line.partition(" | ")[2]))
+    return examples
+
+
+def _word(token: str) -> str:
+    return token.lower().strip(",.?!;:")
+
+
+def load_sentences(text_source="wordnet", min_words=4, max_words=20, allow_digits=False, top_words=None) -> list[str]:
+    """Cleaned, deduplicated (case-insensitively) sentences in source order, from `text_source`: "wordnet", "lee" or
+    the path of a one-document-per-line text file. With `top_words` = N, only sentences whose words are all among
+    the N most frequent words of the cleaned sentences are kept."""
+    if str(text_source) == "wordnet":
+        documents = wordnet_examples()
+    else:
+        paths = lee_corpus_paths() if str(text_source) == "lee" else [Path(text_source)]
+        if not paths[0].is_file():
+            raise FileNotFoundError(f"text source {text_source!r}: no such file (or use 'wordnet' or 'lee')")
+        documents = "\n".join(p.read_text(encoding="utf-8", errors="replace") for p in paths).splitlines()
     seen, out = set(), []
-    for line in text.splitlines():
-        for sent in split_sentences(line):
+    for document in documents:
+        for sent in split_sentences(document):
             s = clean_sentence(sent, min_words, max_words, allow_digits)
             if s is not None and s.lower() not in seen:
                 seen.add(s.lower())
                 out.append(s)
+    if top_words:
+        from collections import Counter
+
+        counts = Counter(_word(w) for s in out for w in s.split())
+        keep = {w for w, _ in counts.most_common(top_words)}
+        out = [s for s in out if all(_word(w) in keep for w in s.split())]
     return out
 
 
@@ -244,14 +286,16 @@ def render_split(items: list[dict], num_proc: int = 2, desc: str = "espeak"):
 
 
 def build_corpus(output_dir=DEFAULT_OUTPUT, num_train=2000, num_test=100, seed=0, num_proc=2, min_words=4,
-                 max_words=20, allow_digits=False, text_path=None, force=False):
-    """Make (or reuse) the espeak corpus at `output_dir`; returns the `DatasetDict` (loaded from disk)."""
+                 max_words=20, allow_digits=False, text_source="wordnet", top_words=None, force=False):
+    """Make (or reuse) the espeak corpus at `output_dir`; returns the `DatasetDict` (loaded from disk). Raises
+    ValueError when `text_source` has too few sentences for `num_test` (training reuses sentences when it has fewer
+    than `num_train`)."""
     from datasets import DatasetDict, load_from_disk
 
     output_dir = Path(output_dir)
     params = {"format": FORMAT_VERSION, "num_train": num_train, "num_test": num_test, "seed": seed,
               "min_words": min_words, "max_words": max_words, "allow_digits": allow_digits,
-              "text": str(text_path or "gensim:lee_background.cor+lee.cor"), "accents": ACCENTS,
+              "text": str(text_source), "top_words": top_words, "accents": ACCENTS,
               "train_variants": TRAIN_VARIANTS, "test_variants": TEST_VARIANTS, "speed_range": list(SPEED_RANGE),
               "pitch_range": list(PITCH_RANGE), "sampling_rate": SAMPLING_RATE}
     stamp = read_stamp(output_dir / PARAMS_FILE)
@@ -261,9 +305,11 @@ def build_corpus(output_dir=DEFAULT_OUTPUT, num_train=2000, num_test=100, seed=0
 
     for voice in sum(split_voices(), []):
         check_voice(voice)
-    sentences = load_sentences(text_path, min_words, max_words, allow_digits)
+    sentences = load_sentences(text_source, min_words, max_words, allow_digits, top_words)
     plan = make_plan(sentences, num_train, num_test, seed)
-    print(f"[espeak_corpus] {len(sentences)} sentences; {num_train} train / {num_test} test utterances")
+    distinct = len({u["text"] for u in plan["train"]})
+    print(f"[espeak_corpus] {len(sentences)} sentences from {text_source}; {num_train} train utterances "
+          f"({distinct} distinct sentences) / {num_test} test utterances")
     t0 = time.time()
     splits, worker_s, audio_s = {}, 0.0, 0.0
     for split, items in plan.items():
@@ -296,15 +342,16 @@ def main(argv=None):
     parser.add_argument("--num_proc", type=int, default=2)
     parser.add_argument("--min_words", type=int, default=4)
     parser.add_argument("--max_words", type=int, default=20)
+    parser.add_argument("--text_source", default="wordnet", help="wordnet | lee | a one-document-per-line text file")
+    parser.add_argument("--top_words", type=int, default=None, help="keep sentences made of the N most frequent words")
     parser.add_argument("--allow_digits", action="store_true", help="keep sentences with digits")
-    parser.add_argument("--text_path", default=None, help="one-document-per-line English text (default: gensim's Lee corpus)")
     parser.add_argument("--force", action="store_true")
     args = parser.parse_args(argv)
     num_train = args.num_train or (300 if args.quick else 2000)
     num_test = args.num_test or (40 if args.quick else 100)
     output_dir = args.output_dir or (str(DEFAULT_OUTPUT) + "-quick" if args.quick else DEFAULT_OUTPUT)
     dd = build_corpus(output_dir, num_train, num_test, args.seed, args.num_proc, args.min_words, args.max_words,
-                      args.allow_digits, args.text_path, args.force)
+                      args.allow_digits, args.text_source, args.top_words, args.force)
     print(dd)
 
 

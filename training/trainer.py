@@ -7,6 +7,7 @@ that keep the trainable vocabulary rows.
 - Schedule: every `--lr_scheduler_type` of transformers works. The paper's (AdamW, warmup, linear decay to a floor
   LR) is `lr_scheduler_type: warmup_stable_decay` with `lr_scheduler_kwargs: {decay_type: linear, min_lr_ratio: 0.2}`;
   when `num_decay_steps` is not given it is filled in as the rest of the run after warmup (no stable phase).
+- Optional auxiliary CTC loss on the speech positions (`ctc_weight` > 0, training/ctc_loss.py), logged as `ctc_loss`.
 - PEFT models: the adapter checkpoint leaves out parameters that are trainable outside LoRA (the speech rows);
   they are saved next to it in `trainable_extra.safetensors` and restored on `--resume_from_checkpoint`.
 """
@@ -16,8 +17,11 @@ import logging
 import os
 
 import safetensors.torch
+import torch
 from transformers import Trainer
 from transformers.optimization import get_scheduler
+
+from training.ctc_loss import ctc_loss_on_speech
 
 EXTRA_WEIGHTS = "trainable_extra.safetensors"
 logger = logging.getLogger(__name__)
@@ -32,10 +36,39 @@ def _peft(model) -> bool:
 
 
 class MDUTrainer(Trainer):
-    def __init__(self, *args, param_groups: list[dict] | None = None, card_info: dict | None = None, **kwargs):
+    def __init__(self, *args, param_groups: list[dict] | None = None, card_info: dict | None = None,
+                 ctc_weight: float = 0.0, ctc_layer: int = -1, **kwargs):
         super().__init__(*args, **kwargs)
+        if ctc_weight < 0:
+            raise ValueError(f"ctc_weight must be >= 0, got {ctc_weight}")
         self.param_groups = param_groups
         self.card_info = card_info or {}
+        self.ctc_weight, self.ctc_layer = float(ctc_weight), int(ctc_layer)
+        self._ctc_logged = []
+
+    # ---------------------------------------------------------------- loss
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if not self.ctc_weight or not model.training:
+            return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+        input_ids, labels = inputs["input_ids"], inputs["labels"]
+        loss, outputs = super().compute_loss(model, {**inputs, "output_hidden_states": True}, return_outputs=True,
+                                             num_items_in_batch=num_items_in_batch)
+        mdu = self.accelerator.unwrap_model(model)
+        mdu = mdu.get_base_model() if _peft(mdu) else mdu
+        eos = getattr(self.processing_class, "tokenizer", None)
+        ctc = ctc_loss_on_speech(mdu, outputs.hidden_states, input_ids, labels, self.ctc_layer,
+                                 eos.eos_token_id if eos is not None else None)
+        self._ctc_logged.append(ctc.detach().float())
+        if num_items_in_batch is not None and self.model_accepts_loss_kwargs:
+            ctc = ctc / self.current_gradient_accumulation_steps  # the Trainer then leaves the sum over micro-batches as is
+        loss = loss + self.ctc_weight * ctc
+        return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs: dict, *args, **kwargs):
+        if self._ctc_logged and "loss" in logs:
+            logs["ctc_loss"] = round(torch.stack(self._ctc_logged).mean().item(), 4)
+            self._ctc_logged = []
+        super().log(logs, *args, **kwargs)
 
     # ---------------------------------------------------------------- optimizer / scheduler
     def create_optimizer(self, model=None):
@@ -68,7 +101,7 @@ class MDUTrainer(Trainer):
         kwargs = dict(self.args.lr_scheduler_kwargs or {})
         if self.lr_scheduler is None and self.args.lr_scheduler_type == "warmup_stable_decay" and "num_decay_steps" not in kwargs:
             warmup = self.args.get_warmup_steps(num_training_steps)
-            kwargs.update(num_decay_steps=num_training_steps - warmup, num_stable_steps=0)
+            kwargs.update(num_decay_steps=num_training_steps - warmup)  # stable phase = total - warmup - decay = 0
             self.lr_scheduler = get_scheduler(
                 "warmup_stable_decay",
                 optimizer=optimizer or self.optimizer,
