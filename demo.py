@@ -45,14 +45,20 @@ def write_json(path, obj):
 TOKENIZER = dict(backend="mel", frame_rate=25, stack_frames=4, collapse_repeats=True)
 
 
-def settings(quick: bool) -> dict:
+def settings(quick: bool, gpu: bool = False) -> dict:
     # sentences: WordNet examples of 4-10 words made of its 2000 most frequent words (3830 sentences)
     corpus = dict(text_source="wordnet", top_words=2000, max_words=10)
+    if gpu:  # the GPU profile (picked when CUDA is there): each training sentence spoken ~3 times, ~5 passes, bf16
+        return dict(corpus=dict(corpus, num_train=10000, num_test=100), corpus_dir="cache/data/espeak-demo-gpu",
+                    codebook=128, max_steps=1500, batch=32, lr=1e-3, ctc_weight=0.0, ctc_layer=-1, eval_examples=100,
+                    text_items=None, fit_examples=1000, bf16=True)
     if quick:  # a check of every stage in a few minutes; it learns little
         return dict(corpus=dict(corpus, num_train=400, num_test=40), corpus_dir="cache/data/espeak-quick",
-                    codebook=128, max_steps=40, batch=8, lr=2e-3, ctc_weight=0.0, ctc_layer=-1, eval_examples=16, text_items=10, fit_examples=200)
+                    codebook=128, max_steps=40, batch=8, lr=2e-3, ctc_weight=0.0, ctc_layer=-1, eval_examples=16,
+                    text_items=10, fit_examples=200)
     return dict(corpus=dict(corpus, num_train=3000, num_test=100), corpus_dir="cache/data/espeak-demo",
-                codebook=128, max_steps=400, batch=8, lr=2e-3, ctc_weight=0.0, ctc_layer=-1, eval_examples=60, text_items=40, fit_examples=600)
+                codebook=128, max_steps=400, batch=8, lr=2e-3, ctc_weight=0.0, ctc_layer=-1, eval_examples=60,
+                text_items=40, fit_examples=600)
 
 
 def main(argv=None):
@@ -63,10 +69,15 @@ def main(argv=None):
     p.add_argument("--learning_rate", type=float, default=None, help="override the learning rate")
     p.add_argument("--ctc_weight", type=float, default=None, help="override the auxiliary CTC loss weight (0 = off)")
     p.add_argument("--ctc_layer", type=int, default=None, help="override the hidden-state index the CTC loss reads")
+    p.add_argument("--profile", default="auto", choices=["auto", "cpu", "gpu"],
+                   help="step budget and corpus: gpu when CUDA is available (auto), else the 2-core CPU one")
     p.add_argument("--layer_type", default="e_branchformer", choices=["transformer", "e_branchformer"])
     p.add_argument("--placement", default="interleaved")
     args = p.parse_args(argv)
-    cfg = settings(args.quick)
+    gpu = args.profile == "gpu" or (args.profile == "auto" and torch.cuda.is_available())
+    if gpu and not torch.cuda.is_available():
+        raise ValueError("--profile gpu needs a CUDA device (torch.cuda.is_available() is False)")
+    cfg = settings(args.quick, gpu=gpu and not args.quick)
     if args.max_steps:
         cfg["max_steps"] = args.max_steps
     if args.learning_rate:
@@ -75,7 +86,7 @@ def main(argv=None):
         cfg["ctc_weight"] = args.ctc_weight
     if args.ctc_layer is not None:
         cfg["ctc_layer"] = args.ctc_layer
-    out = Path(args.output_dir or ("outputs/demo-quick" if args.quick else "outputs/demo"))
+    out = Path(args.output_dir or ("outputs/demo-quick" if args.quick else "outputs/demo-gpu" if gpu else "outputs/demo"))
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     t0 = time.perf_counter()
@@ -130,6 +141,7 @@ def main(argv=None):
             "--save_strategy", "steps", "--save_steps", str(max(10, cfg["max_steps"] // 4)), "--save_total_limit", "1",
             "--report_to", "none", "--seed", "0", "--dataloader_num_workers", "0",
             "--resume_from_checkpoint", "last", "--use_cpu", str(not torch.cuda.is_available()).lower(),
+            *(["--bf16", "true"] if cfg.get("bf16") else []),
         ])
     else:
         print(f"cached: {model_dir}")
@@ -142,7 +154,8 @@ def main(argv=None):
     from eval.text import evaluate_text
     from modeling_mdu import MDUSpeechForCausalLM, MDUSpeechProcessor
 
-    model = AutoModelForCausalLM.from_pretrained(model_dir, trust_remote_code=True).eval()
+    device = "cuda" if gpu else "cpu"
+    model = AutoModelForCausalLM.from_pretrained(model_dir, trust_remote_code=True).eval().to(device)
     model.freeze_base()  # a loaded checkpoint has every parameter trainable; count what MDU trains
     processor = AutoProcessor.from_pretrained(model_dir, trust_remote_code=True)
     test = corpus["test"].select(range(min(cfg["eval_examples"], len(corpus["test"]))))
@@ -154,7 +167,7 @@ def main(argv=None):
     if "asr_untrained" not in results:  # the same up-scaled model before any training (identity init)
         untrained = MDUSpeechForCausalLM.from_text_model(
             base_dir, placement=args.placement, layer_type=args.layer_type, speech_vocab_size=model.config.speech_vocab_size
-        ).eval()
+        ).eval().to(device)
         untrained_proc = MDUSpeechProcessor.from_model_config(
             untrained.config, MDUSpeechTokenizer.from_pretrained(tok_dir), AutoTokenizer.from_pretrained(base_dir))
         results["asr_untrained"] = evaluate_asr(untrained, untrained_proc, test, batch_size=8, max_new_tokens=MAX_NEW_TOKENS, split="test",
@@ -163,7 +176,7 @@ def main(argv=None):
         write_json(out / "results.json", results)
     if "text" not in results:
         tokenizer = AutoTokenizer.from_pretrained(base_dir)
-        base = AutoModelForCausalLM.from_pretrained(base_dir).eval()
+        base = AutoModelForCausalLM.from_pretrained(base_dir).eval().to(device)
         base_text = evaluate_text(base, tokenizer, max_items=cfg["text_items"])
         del base
         results["text_base"] = base_text
@@ -207,7 +220,7 @@ def main(argv=None):
               f"utterances; always answering the most common one ({check['most_common_hypothesis']!r}) would score "
               f"WER {100 * check['wer_if_always_most_common']:.1f}%")
     print(f"text score base {r['text_base']['score']:.1f} -> MDU {text['score']:.1f} (Δ {text['delta']['score']:+.2f} points, "
-          f"perplexity ratio {text['delta'].get('perplexity_ratio', float('nan')):.4f}; {cfg['text_items']} items/task)")
+          f"perplexity ratio {text['delta'].get('perplexity_ratio', float('nan')):.4f}; {cfg['text_items'] or 'all'} items/task)")
     print(f"report: {report['output_dir']}/report.md, plot: {report['output_dir']}/pareto.png, results: {out}/results.json")
 
 

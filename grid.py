@@ -171,6 +171,7 @@ def main(argv=None) -> dict:
         stage("importance", importance, py("-m eval.importance", iargs), lambda: eval_importance.main(iargs))
 
     # ---- per run: train, ASR, text, summary
+    lrs = {}
     for i, name in enumerate(names, 1):
         run = out / name
         own = yaml.safe_load((GRID_DIR / f"{name}.yaml").read_text())
@@ -178,7 +179,7 @@ def main(argv=None) -> dict:
                "base_model": base, "dataset": dataset, "output_dir": str(run),
                "speech_tokenizer": str(stok), **({"max_steps": a.max_steps} if a.max_steps else {})}
         lr_scale = cfg.pop("lr_scale", 1.0)  # a short budget scales every run's (paper) learning rate alike
-        cfg["learning_rate"] = float(cfg["learning_rate"]) * lr_scale
+        cfg["learning_rate"] = lrs[name] = float(cfg["learning_rate"]) * lr_scale
         if cfg["method"] in LAYERWISE:
             cfg["importance_file"] = str(importance)
         config_file = out / "configs" / f"{name}.yaml"
@@ -248,7 +249,7 @@ def main(argv=None) -> dict:
     # ---- report + commands
     if a.dry_run:
         print(f"[grid] dry run: {len(commands)} stages planned; nothing run")
-        return {"commands": commands, "output_dir": str(out), "results_dir": str(results)}
+        return {"commands": commands, "output_dir": str(out), "results_dir": str(results), "learning_rates": lrs}
     from eval.report import build_report
 
     finished = [str(out / n) for n in run_names() if (out / n / "run.json").exists()]  # every finished run, any sitting

@@ -103,6 +103,11 @@ def eval_results(results: dict | None) -> tuple[list[EvalResult], dict, str]:
                                       dataset_split=split, metric_type="cer", metric_name="CER (%)", metric_value=round(100 * cer, 2)))
         n = asr.get("num_utterances")
         rows.append(f"| ASR WER (%) | {100 * wer:.2f} | {data}{':' + split if split else ''}{f' ({n} utterances)' if n else ''} |")
+        check = asr.get("listening_check")
+        if check:  # eval/asr.py: does the model listen, or say its text prior to every input?
+            rows.append(f"| distinct hypotheses | {check['distinct_hypotheses']} of {n} | same utterances |")
+            rows.append(f"| WER (%) of always answering the most common hypothesis | "
+                        f"{100 * check['wer_if_always_most_common']:.2f} | same utterances |")
     delta = (text.get("delta") or {}).get("score", results.get("text_delta"))
     suite = text.get("suite") or results.get("text_suite") or "offline"
     suite_name = f"mdu-speech text suite ({suite})"

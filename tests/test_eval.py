@@ -235,7 +235,8 @@ def test_report_rows_pareto_and_plot(tmp_path):
 def test_model_card_front_matter_carries_results(tmp_path):
     model = tiny_mdu()
     model.save_pretrained(tmp_path)
-    results = {"asr": {"wer": 0.125, "cer": 0.05, "dataset": "cache/data/espeak", "split": "test", "num_utterances": 40},
+    results = {"asr": {"wer": 0.125, "cer": 0.05, "dataset": "cache/data/espeak", "split": "test", "num_utterances": 40,
+                       "listening_check": {"distinct_hypotheses": 37, "wer_if_always_most_common": 0.9}},
                "text": {"suite": "offline", "score": 41.0, "delta": {"score": -1.5, "perplexity_ratio": 1.02}}}
     path = write_model_card(tmp_path, base_model="cache/base/SmolLM2-135M-Instruct", results=results, method="mdu",
                             dataset="cache/data/espeak", training_args={"learning_rate": 1e-4})
@@ -247,6 +248,7 @@ def test_model_card_front_matter_carries_results(tmp_path):
     assert meta["mdu"]["trainable_params"] == model.parameter_report()["trainable"]
     body = path.read_text()
     assert "trust_remote_code=True" in body and "learning_rate=0.0001" in body and "## Limitations" in body
+    assert "| distinct hypotheses | 37 of 40 |" in body and "most common hypothesis | 90.00 |" in body
 
 
 # ---------------------------------------------------------------- loading any checkpoint

@@ -102,6 +102,7 @@ def test_speech_tokenizer_fitted_once_and_shared(tiny_grid):
     for name in RUNS:
         cfg = grid.yaml.safe_load((out / "configs" / f"{name}.yaml").read_text())
         assert cfg["speech_tokenizer"] == str(out / "speech_tokenizer") and cfg["seed"] == 0
+        assert cfg["learning_rate"] == 3.0e-3 and "lr_scale" not in cfg  # the budget's factor is applied, not passed on
         assert torch.equal(load_file(out / name / "speech_codebook.safetensors")["codebook"], codebook)
 
 
@@ -124,6 +125,15 @@ def test_second_invocation_skips_finished_runs(tiny_grid, capsys):
     printed = capsys.readouterr().out
     assert {f: f.stat().st_mtime_ns for f in files} == before
     assert all(f"[grid] {n}: finished earlier" in printed for n in RUNS) and "running" not in printed
+
+
+def test_cpu_budget_scales_every_learning_rate_alike():
+    plan = grid.main(["--dry_run", "--budget", "cpu", "--output_dir", "/tmp/grid-plan-unused"])
+    shared = grid.yaml.safe_load((grid.GRID_DIR / "_shared.yaml").read_text())
+    scale = shared["budgets"]["cpu"]["lr_scale"]
+    for name in ("full", "mdu_interleaved"):
+        own = grid.yaml.safe_load((grid.GRID_DIR / f"{name}.yaml").read_text())
+        assert plan["learning_rates"][name] == pytest.approx(own["learning_rate"] * scale)
 
 
 def test_unknown_run_is_named():

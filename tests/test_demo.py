@@ -1,0 +1,17 @@
+"""demo.py's profiles: the CPU ones fit the 2-core budget, the GPU one asks for CUDA by name (the run itself is the
+`make demo` job, not a test)."""
+
+import pytest
+import torch
+
+import demo
+
+
+def test_profiles_and_gpu_without_cuda_is_a_clear_error(monkeypatch):
+    quick, cpu, gpu = demo.settings(True), demo.settings(False), demo.settings(False, gpu=True)
+    assert quick["max_steps"] < cpu["max_steps"] < gpu["max_steps"] and gpu["bf16"] and not cpu.get("bf16")
+    assert len({quick["corpus_dir"], cpu["corpus_dir"], gpu["corpus_dir"]}) == 3  # each its own cached corpus
+    assert all(s["corpus"]["text_source"] == "wordnet" for s in (quick, cpu, gpu))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="--profile gpu needs a CUDA device"):
+        demo.main(["--profile", "gpu", "--output_dir", "/nonexistent/never-written"])
