@@ -17,8 +17,9 @@ budget, eval settings). Stages, each skipped when its output exists, so the grid
   report           results/report.md, report.json, pareto.png (eval/report.py) and results/COMMANDS.md
 Every stage calls the module's own `main(argv)`, so COMMANDS.md lists commands that reproduce it exactly.
 A run whose `run.json` exists is not touched again; delete its folder to redo it. The report holds every finished run
-of the output dir, whichever sitting made it. Cost measured on the shared 2-core CPU: tokenizer fit 99 s, base text
-suite 644 s, speech units of the 2000 training clips 72 s (once: datasets cache), ~50 s a training step (MDU, batch 8).
+of the output dir, whichever sitting made it. Cost measured on the 2-core CPU (CPU budget, 2026-11-23): base text
+suite 24 s, importance 107 s, 2.3-3.0 s a training step (batch 8), 3.5-9 min a run with evaluation, 49 min for the
+10 runs.
 """
 
 import argparse

@@ -1,4 +1,5 @@
-"""Comparison report over runs: one table (method, placement, layer type, trainable params, WER, text score, Δ) in
+"""Comparison report over runs: one table (method, placement, layer type, trainable params, WER, text score, Δ, and
+how many distinct hypotheses the model gave: ~1 means it says its text prior to every input) in
 markdown and JSON, a Pareto plot (WER against text Δ, marker size = trainable params), and the papers' numbers.
 
     python -m eval.report outputs/mdu outputs/full outputs/lora --output_dir runs/report
@@ -19,7 +20,7 @@ from .paper_results import IMPORTANCE_COLUMNS, IMPORTANCE_PAPER, MDU_COLUMNS, MD
 from .rundir import make_run_dir, write_json
 
 COLUMNS = ["name", "method", "placement", "layer_type", "trainable_params", "wer", "cer", "text_score", "text_delta",
-           "ppl_ratio", "asr_data"]
+           "ppl_ratio", "asr_data", "distinct_hyps"]  # distinct_hyps: eval/asr.py's listening check
 
 
 def _newest(root: Path, name: str, predicate):
@@ -60,6 +61,8 @@ def read_run(run_dir) -> dict:
     asr = _newest(root, "summary.json", lambda d: d.get("task") == "asr")
     if asr:
         row.update(wer=100 * asr["wer"], cer=100 * asr["cer"], asr_data=f"{asr.get('dataset')}:{asr.get('split')} (n={asr['num_utterances']})")
+        if asr.get("listening_check"):
+            row["distinct_hyps"] = asr["listening_check"]["distinct_hypotheses"]
     text = _newest(root, "results.json", lambda d: "suite" in d and "score" in d)
     if text:
         row.update(text_score=text["score"], text_delta=(text.get("delta") or {}).get("score"),

@@ -212,7 +212,8 @@ def _run(tmp_path, name, method, wer, delta, trainable, model=None):
         model.save_pretrained(d)
     (d / "run.json").write_text(json.dumps({"method": method, "trainable_params": trainable}))
     (d / "eval_asr" / "summary.json").write_text(json.dumps({"task": "asr", "wer": wer, "cer": wer / 2, "dataset": "espeak",
-                                                              "split": "test", "num_utterances": 10}))
+                                                              "split": "test", "num_utterances": 10,
+                                                              "listening_check": {"distinct_hypotheses": trainable // 50_000}}))
     (d / "results.json").write_text(json.dumps({"suite": "offline", "score": 40 + delta, "delta": {"score": delta}}))
     return d
 
@@ -227,6 +228,7 @@ def test_report_rows_pareto_and_plot(tmp_path):
     assert "| full | full |" in md and "MDU E-Branchformer INTERLEAVED" in md and "layer-wise LR" in md
     assert report["pareto_front"] == ["mdu_ebf", "full"]
     assert json.loads((tmp_path / "report" / "report.json").read_text())["runs"][2]["wer"] == pytest.approx(15.0)
+    assert "| espeak:test (n=10) | 2 |" in md and "| espeak:test (n=10) | 5 |" in md  # distinct hypotheses
     _assert_png(tmp_path / "report" / "pareto.png")
     with pytest.raises(FileExistsError):
         build_report(runs, tmp_path / "report")
