@@ -3,11 +3,11 @@ transcript loss alone).
 
 The hidden states of the speech units at one layer (`--ctc_layer`, an index into `output_hidden_states`: -1 = the
 final normed output) go through the model's own LM head (text rows + speech rows) and a CTC loss aligns them to the
-transcript's text tokens, with the `speech_start` token as the CTC blank (it is never a transcript token). This gives
-every speech position a direct target, so the speech embeddings and the inserted layers learn to carry the words
-long before the decoder's attention has learned where to read them; on a small budget the transcript loss alone
-first learns the text prior (one sentence for every input). Hybrid CTC/attention training (Watanabe et al., 2017)
-uses CTC the same way.
+transcript's text tokens, with the `speech_start` token as the CTC blank (it is never a transcript token). It gives
+every speech position a direct target, meant to let the speech embeddings and the inserted layers carry the words
+before the decoder's attention has learned where to read them (on a small budget the transcript loss alone first
+learns the text prior: one sentence for every input). Hybrid CTC/attention training (Watanabe et al., 2017) uses
+CTC the same way. Measured so far: in 150-step CPU runs of the demo it did not speed learning up (README).
 """
 
 import torch

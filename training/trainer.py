@@ -55,9 +55,9 @@ class MDUTrainer(Trainer):
                                              num_items_in_batch=num_items_in_batch)
         mdu = self.accelerator.unwrap_model(model)
         mdu = mdu.get_base_model() if _peft(mdu) else mdu
-        eos = getattr(self.processing_class, "tokenizer", None)
+        text_tokenizer = getattr(self.processing_class, "tokenizer", None)
         ctc = ctc_loss_on_speech(mdu, outputs.hidden_states, input_ids, labels, self.ctc_layer,
-                                 eos.eos_token_id if eos is not None else None)
+                                 text_tokenizer.eos_token_id if text_tokenizer is not None else None)
         self._ctc_logged.append(ctc.detach().float())
         if num_items_in_batch is not None and self.model_accepts_loss_kwargs:
             ctc = ctc / self.current_gradient_accumulation_steps  # the Trainer then leaves the sum over micro-batches as is
