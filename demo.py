@@ -61,6 +61,18 @@ def settings(quick: bool, gpu: bool = False) -> dict:
                 text_items=40, fit_examples=600)
 
 
+def check_settings(out: Path, current: dict) -> None:
+    """The cached stages in `out` are only valid for the settings that made them: stamp them in settings.json and
+    refuse (naming what changed) to reuse a folder made with other ones."""
+    current = json.loads(json.dumps(current))
+    previous = read_json(out / "settings.json")
+    if previous is not None and previous != current:
+        changed = sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
+        raise ValueError(f"{out} holds a demo run made with other settings (changed: {changed}); its cached stages "
+                         "would be reused as they are: pass another --output_dir or delete that folder")
+    write_json(out / "settings.json", current)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="short variant: tiny corpus, few steps (a pipeline check, barely learns)")
@@ -88,6 +100,7 @@ def main(argv=None):
         cfg["ctc_layer"] = args.ctc_layer
     out = Path(args.output_dir or ("outputs/demo-quick" if args.quick else "outputs/demo-gpu" if gpu else "outputs/demo"))
     out.mkdir(parents=True, exist_ok=True)
+    check_settings(out, dict(cfg, layer_type=args.layer_type, placement=args.placement, tokenizer=TOKENIZER))
     torch.manual_seed(0)
     t0 = time.perf_counter()
 

@@ -15,3 +15,17 @@ def test_profiles_and_gpu_without_cuda_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ValueError, match="--profile gpu needs a CUDA device"):
         demo.main(["--profile", "gpu", "--output_dir", "/nonexistent/never-written"])
+
+
+def test_output_dir_made_with_other_settings_is_refused(tmp_path, monkeypatch):
+    out = tmp_path / "demo"
+    calls = []
+    monkeypatch.setattr("prepare.base_model.prepare_base_model", lambda **kw: calls.append(kw) or 1 / 0)
+    with pytest.raises(ZeroDivisionError):  # settings stamped, then the first stage runs (stubbed here)
+        demo.main(["--quick", "--profile", "cpu", "--output_dir", str(out)])
+    assert calls and (out / "settings.json").is_file()
+    with pytest.raises(ZeroDivisionError):  # same settings: accepted again
+        demo.main(["--quick", "--profile", "cpu", "--output_dir", str(out)])
+    with pytest.raises(ValueError, match=r"other settings \(changed: \['lr', 'max_steps'\]\)"):
+        demo.main(["--quick", "--profile", "cpu", "--output_dir", str(out), "--learning_rate", "1e-4", "--max_steps", "5"])
+    assert len(calls) == 2
