@@ -137,7 +137,7 @@ def plot_importance(distributions: dict, path, added: dict | None = None, title:
 
 
 def default_texts(n: int) -> list[str]:
-    """gensim's lee_background.cor news articles (the text domain of the speech demo; not the held-out eval text)."""
+    """gensim's lee_background.cor news articles (general English text; not lee.cor, the held-out eval text)."""
     import gensim
 
     path = Path(gensim.__file__).parent / "test" / "test_data" / "lee_background.cor"
