@@ -48,17 +48,15 @@ TOKENIZER = dict(backend="mel", frame_rate=25, stack_frames=4, collapse_repeats=
 def settings(quick: bool, gpu: bool = False) -> dict:
     # sentences: WordNet examples of 4-10 words made of its 2000 most frequent words (3830 sentences)
     corpus = dict(text_source="wordnet", top_words=2000, max_words=10)
+    common = dict(codebook=128, ctc_weight=0.0, ctc_layer=-1)  # the auxiliary CTC loss is off (it did not help)
     if gpu:  # the GPU profile (picked when CUDA is there): each training sentence spoken ~3 times, ~5 passes, bf16
-        return dict(corpus=dict(corpus, num_train=10000, num_test=100), corpus_dir="cache/data/espeak-demo-gpu",
-                    codebook=128, max_steps=1500, batch=32, lr=1e-3, ctc_weight=0.0, ctc_layer=-1, eval_examples=100,
-                    text_items=None, fit_examples=1000, bf16=True)
+        return dict(common, corpus=dict(corpus, num_train=10000, num_test=100), corpus_dir="cache/data/espeak-demo-gpu",
+                    max_steps=1500, batch=32, lr=1e-3, eval_examples=100, text_items=None, fit_examples=1000, bf16=True)
     if quick:  # a check of every stage in a few minutes; it learns little
-        return dict(corpus=dict(corpus, num_train=400, num_test=40), corpus_dir="cache/data/espeak-quick",
-                    codebook=128, max_steps=40, batch=8, lr=2e-3, ctc_weight=0.0, ctc_layer=-1, eval_examples=16,
-                    text_items=10, fit_examples=200)
-    return dict(corpus=dict(corpus, num_train=3000, num_test=100), corpus_dir="cache/data/espeak-demo",
-                codebook=128, max_steps=400, batch=8, lr=2e-3, ctc_weight=0.0, ctc_layer=-1, eval_examples=60,
-                text_items=40, fit_examples=600)
+        return dict(common, corpus=dict(corpus, num_train=400, num_test=40), corpus_dir="cache/data/espeak-quick",
+                    max_steps=40, batch=8, lr=2e-3, eval_examples=16, text_items=10, fit_examples=200)
+    return dict(common, corpus=dict(corpus, num_train=3000, num_test=100), corpus_dir="cache/data/espeak-demo",
+                max_steps=400, batch=8, lr=2e-3, eval_examples=60, text_items=40, fit_examples=600)
 
 
 def check_settings(out: Path, current: dict) -> None:
