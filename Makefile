@@ -12,9 +12,9 @@ setup:
 setup-tests:
 	MDU_SKIP_ASSETS=1 bash scripts/setup.sh
 
-assets: setup  # the espeak corpora too (the demo builds them on demand)
-	$(PY) -m prepare.espeak_corpus --quick
-	$(PY) -m prepare.espeak_corpus
+assets: setup  # the demo's espeak corpora too (the demo builds them on demand)
+	$(PY) demo.py --quick --prepare_only
+	$(PY) demo.py --prepare_only
 
 test: setup-tests
 	$(PY) -m pytest tests -q

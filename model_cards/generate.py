@@ -85,29 +85,14 @@ def _config(output_dir) -> dict:
 
 def eval_results(results: dict | None) -> tuple[list[EvalResult], dict, str]:
     """model-index entries, flat numbers for the `mdu` block, and a markdown table. `results` may hold `asr` (the
-    eval/asr.py summary) and `text` (eval/text.py results), or flat `wer` (fraction), `text_delta`, ..."""
+    eval/asr.py summary; its WER is the card's headline `wer`), `asr_more` (a list of further summaries, e.g. other
+    test splits: rows and model-index entries only) and `text` (eval/text.py results), or flat `wer` (fraction),
+    `text_delta`, ..."""
     results = results or {}
-    asr, text = results.get("asr") or {}, results.get("text") or {}
+    text = results.get("text") or {}
     flat, entries, rows = {}, [], []
-    wer = asr.get("wer", results.get("wer"))
-    if wer is not None:
-        data = asr.get("dataset") or results.get("asr_dataset") or "unknown"
-        split = asr.get("split") or results.get("asr_split")
-        flat["wer"] = 100 * wer
-        entries.append(EvalResult(task_type="automatic-speech-recognition", dataset_type=data, dataset_name=data,
-                                  dataset_split=split, metric_type="wer", metric_name="WER (%)", metric_value=round(100 * wer, 2)))
-        cer = asr.get("cer", results.get("cer"))
-        if cer is not None:
-            flat["cer"] = 100 * cer
-            entries.append(EvalResult(task_type="automatic-speech-recognition", dataset_type=data, dataset_name=data,
-                                      dataset_split=split, metric_type="cer", metric_name="CER (%)", metric_value=round(100 * cer, 2)))
-        n = asr.get("num_utterances")
-        rows.append(f"| ASR WER (%) | {100 * wer:.2f} | {data}{':' + split if split else ''}{f' ({n} utterances)' if n else ''} |")
-        check = asr.get("listening_check")
-        if check:  # eval/asr.py: does the model listen, or say its text prior to every input?
-            rows.append(f"| distinct hypotheses | {check['distinct_hypotheses']} of {n} | same utterances |")
-            rows.append(f"| WER (%) of always answering the most common hypothesis | "
-                        f"{100 * check['wer_if_always_most_common']:.2f} | same utterances |")
+    for i, asr in enumerate([results.get("asr") or {}, *(results.get("asr_more") or [])]):
+        entries += _asr_rows(asr, results if i == 0 else {}, flat if i == 0 else {}, rows)
     delta = (text.get("delta") or {}).get("score", results.get("text_delta"))
     suite = text.get("suite") or results.get("text_suite") or "offline"
     suite_name = f"mdu-speech text suite ({suite})"
@@ -125,6 +110,32 @@ def eval_results(results: dict | None) -> tuple[list[EvalResult], dict, str]:
         rows.append(f"| held-out perplexity ratio vs base | {ratio:.3f} | gensim lee.cor news text |")
     table = "| metric | value | measured on |\n|---|---|---|\n" + "\n".join(rows) if rows else ""
     return entries, flat, table
+
+
+def _asr_rows(asr: dict, flat_source: dict, flat: dict, rows: list) -> list[EvalResult]:
+    """Appends the table rows of one eval/asr.py summary to `rows`, fills `flat` (wer/cer, %), returns its
+    model-index entries. `flat_source` holds flat fallbacks (`wer`, `cer`, `asr_dataset`, `asr_split`)."""
+    wer = asr.get("wer", flat_source.get("wer"))
+    if wer is None:
+        return []
+    data = asr.get("dataset") or flat_source.get("asr_dataset") or "unknown"
+    split = asr.get("split") or flat_source.get("asr_split")
+    flat["wer"] = 100 * wer
+    entries = [EvalResult(task_type="automatic-speech-recognition", dataset_type=data, dataset_name=data,
+                          dataset_split=split, metric_type="wer", metric_name="WER (%)", metric_value=round(100 * wer, 2))]
+    cer = asr.get("cer", flat_source.get("cer"))
+    if cer is not None:
+        flat["cer"] = 100 * cer
+        entries.append(EvalResult(task_type="automatic-speech-recognition", dataset_type=data, dataset_name=data,
+                                  dataset_split=split, metric_type="cer", metric_name="CER (%)", metric_value=round(100 * cer, 2)))
+    n = asr.get("num_utterances")
+    rows.append(f"| ASR WER (%) | {100 * wer:.2f} | {data}{':' + split if split else ''}{f' ({n} utterances)' if n else ''} |")
+    check = asr.get("listening_check")
+    if check:  # eval/asr.py: does the model listen, or say its text prior to every input?
+        rows.append(f"| distinct hypotheses | {check['distinct_hypotheses']} of {n} | same utterances |")
+        rows.append(f"| WER (%) of always answering the most common hypothesis | "
+                    f"{100 * check['wer_if_always_most_common']:.2f} | same utterances |")
+    return entries
 
 
 def write_model_card(output_dir, base_model: str | None = None, results: dict | None = None, training: dict | None = None,

@@ -14,7 +14,8 @@ They are split into sentences, cleaned, 4-20 words, no digits by default (espeak
 does not spell), deduplicated.
 Each utterance gets a voice (an espeak accent + a voice variant, e.g. "en-gb-scotland+m3"), a speed (words per minute)
 and a pitch. Held-out speakers: the test split uses voice variants that never occur in training, so train and test
-voices are disjoint, and test sentences are disjoint from training sentences.
+voices are disjoint, and test sentences are disjoint from training sentences. An optional "test_seen" split
+(`num_test_seen`) has training sentences said by the held-out voices: new speakers, known sentences.
 
 Columns: `audio` (Audio, 16 kHz; espeak's 22.05 kHz output is resampled once with torchaudio), `text`, `voice`, `id`,
 plus `speed` and `pitch`. The parameters are stored in `espeak_params.json`; a second run with the same parameters
@@ -41,7 +42,7 @@ from prepare.common import CACHE, read_stamp, write_stamp
 
 DEFAULT_OUTPUT = CACHE / "data" / "espeak"
 PARAMS_FILE = "espeak_params.json"
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 SAMPLING_RATE = 16000
 
 ACCENTS = ["en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-029", "en-us-nyc"]
@@ -154,13 +155,17 @@ def split_voices(accents=ACCENTS, train_variants=TRAIN_VARIANTS, test_variants=T
     return train, test
 
 
-def make_plan(sentences, num_train, num_test, seed=0, speed_range=SPEED_RANGE, pitch_range=PITCH_RANGE):
+def make_plan(sentences, num_train, num_test, seed=0, speed_range=SPEED_RANGE, pitch_range=PITCH_RANGE, num_test_seen=0):
     """Which sentence each utterance says and how: {"train": [...], "test": [...]} of dicts id/text/voice/speed/pitch.
 
     `num_test` sentences are held out for test (one utterance each); training cycles over the rest (reshuffled each
-    pass) so it can have more utterances than sentences. Voices come from `split_voices()`."""
+    pass) so it can have more utterances than sentences. Voices come from `split_voices()`. With `num_test_seen` = n
+    > 0 there is also a "test_seen" split: n distinct training sentences said by the held-out test voices (how well
+    the model knows what it was taught, from new speakers; "test" measures new sentences from new speakers)."""
     if num_train < 1 or num_test < 1:
         raise ValueError(f"num_train and num_test must be >= 1, got {num_train} and {num_test}")
+    if num_test_seen < 0:
+        raise ValueError(f"num_test_seen must be >= 0, got {num_test_seen}")
     if len(sentences) < num_test + 1:
         raise ValueError(f"need more than num_test={num_test} sentences, got {len(sentences)}")
     rng = random.Random(seed)
@@ -180,7 +185,14 @@ def make_plan(sentences, num_train, num_test, seed=0, speed_range=SPEED_RANGE, p
             pool = list(train_sents)
             rng.shuffle(pool)
         train.append(utterance("train", i, pool.pop(), rng.choice(train_voices)))
-    return {"train": train, "test": test}
+    plan = {"train": train, "test": test}
+    if num_test_seen:
+        taught = list(dict.fromkeys(u["text"] for u in train))  # distinct training sentences, in first-use order
+        if len(taught) < num_test_seen:
+            raise ValueError(f"num_test_seen={num_test_seen} but training has only {len(taught)} distinct sentences")
+        plan["test_seen"] = [utterance("test_seen", i, s, test_voices[(i + 1) % len(test_voices)])
+                             for i, s in enumerate(taught[:num_test_seen])]
+    return plan
 
 
 @functools.lru_cache(maxsize=1)
@@ -286,7 +298,7 @@ def render_split(items: list[dict], num_proc: int = 2, desc: str = "espeak"):
 
 
 def build_corpus(output_dir=DEFAULT_OUTPUT, num_train=2000, num_test=100, seed=0, num_proc=2, min_words=4,
-                 max_words=20, allow_digits=False, text_source="wordnet", top_words=None, force=False):
+                 max_words=20, allow_digits=False, text_source="wordnet", top_words=None, force=False, num_test_seen=0):
     """Make (or reuse) the espeak corpus at `output_dir`; returns the `DatasetDict` (loaded from disk). Raises
     ValueError when `text_source` has too few sentences for `num_test` (training reuses sentences when it has fewer
     than `num_train`)."""
@@ -295,7 +307,7 @@ def build_corpus(output_dir=DEFAULT_OUTPUT, num_train=2000, num_test=100, seed=0
     output_dir = Path(output_dir)
     params = {"format": FORMAT_VERSION, "num_train": num_train, "num_test": num_test, "seed": seed,
               "min_words": min_words, "max_words": max_words, "allow_digits": allow_digits,
-              "text": str(text_source), "top_words": top_words, "accents": ACCENTS,
+              "text": str(text_source), "top_words": top_words, "num_test_seen": num_test_seen, "accents": ACCENTS,
               "train_variants": TRAIN_VARIANTS, "test_variants": TEST_VARIANTS, "speed_range": list(SPEED_RANGE),
               "pitch_range": list(PITCH_RANGE), "sampling_rate": SAMPLING_RATE}
     stamp = read_stamp(output_dir / PARAMS_FILE)
@@ -306,10 +318,11 @@ def build_corpus(output_dir=DEFAULT_OUTPUT, num_train=2000, num_test=100, seed=0
     for voice in sum(split_voices(), []):
         check_voice(voice)
     sentences = load_sentences(text_source, min_words, max_words, allow_digits, top_words)
-    plan = make_plan(sentences, num_train, num_test, seed)
+    plan = make_plan(sentences, num_train, num_test, seed, num_test_seen=num_test_seen)
     distinct = len({u["text"] for u in plan["train"]})
     print(f"[espeak_corpus] {len(sentences)} sentences from {text_source}; {num_train} train utterances "
-          f"({distinct} distinct sentences) / {num_test} test utterances")
+          f"({distinct} distinct sentences) / {num_test} test utterances (new sentences)"
+          + (f" / {num_test_seen} test_seen utterances (training sentences)" if num_test_seen else ""))
     t0 = time.time()
     splits, worker_s, audio_s = {}, 0.0, 0.0
     for split, items in plan.items():
@@ -320,7 +333,7 @@ def build_corpus(output_dir=DEFAULT_OUTPUT, num_train=2000, num_test=100, seed=0
     shutil.rmtree(tmp, ignore_errors=True)
     dd.save_to_disk(str(tmp))
     wall = time.time() - t0
-    n = num_train + num_test
+    n = num_train + num_test + num_test_seen
     stats = {"wall_s": round(wall, 1), "wall_ms_per_utt": round(1000 * wall / n, 1),
              "worker_ms_per_utt": round(1000 * worker_s / n, 1), "audio_hours": round(audio_s / 3600, 3), "num_proc": num_proc, "sentences": len(sentences)}
     write_stamp(tmp / PARAMS_FILE, {"params": params, "stats": stats})
@@ -337,6 +350,8 @@ def main(argv=None):
     parser.add_argument("--output_dir", default=None, help=f"default {DEFAULT_OUTPUT} ({DEFAULT_OUTPUT}-quick with --quick)")
     parser.add_argument("--num_train", type=int, default=None, help="training utterances (default 2000; 300 with --quick)")
     parser.add_argument("--num_test", type=int, default=None, help="test utterances (default 100; 40 with --quick)")
+    parser.add_argument("--num_test_seen", type=int, default=0,
+                        help="also a test_seen split: this many training sentences said by the held-out voices")
     parser.add_argument("--quick", action="store_true", help="a small corpus for a fast demo")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num_proc", type=int, default=2)
@@ -351,7 +366,7 @@ def main(argv=None):
     num_test = args.num_test or (40 if args.quick else 100)
     output_dir = args.output_dir or (str(DEFAULT_OUTPUT) + "-quick" if args.quick else DEFAULT_OUTPUT)
     dd = build_corpus(output_dir, num_train, num_test, args.seed, args.num_proc, args.min_words, args.max_words,
-                      args.allow_digits, args.text_source, args.top_words, args.force)
+                      args.allow_digits, args.text_source, args.top_words, args.force, args.num_test_seen)
     print(dd)
 
 

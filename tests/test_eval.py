@@ -239,18 +239,22 @@ def test_model_card_front_matter_carries_results(tmp_path):
     model.save_pretrained(tmp_path)
     results = {"asr": {"wer": 0.125, "cer": 0.05, "dataset": "cache/data/espeak", "split": "test", "num_utterances": 40,
                        "listening_check": {"distinct_hypotheses": 37, "wer_if_always_most_common": 0.9}},
+               "asr_more": [{"wer": 0.5, "dataset": "espeak seen", "split": "test_seen", "num_utterances": 20}],
                "text": {"suite": "offline", "score": 41.0, "delta": {"score": -1.5, "perplexity_ratio": 1.02}}}
     path = write_model_card(tmp_path, base_model="cache/base/SmolLM2-135M-Instruct", results=results, method="mdu",
                             dataset="cache/data/espeak", training_args={"learning_rate": 1e-4})
     meta = read_front_matter(path)
     assert meta["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct" and meta["license"] == "apache-2.0"
     assert meta["library_name"] == "transformers" and meta["pipeline_tag"] == "automatic-speech-recognition"
+    wers = [(m["value"], r["dataset"]["name"]) for r in meta["model-index"][0]["results"] for m in r["metrics"] if m["type"] == "wer"]
     metrics = {m["type"]: (m["value"], r["dataset"]["name"]) for r in meta["model-index"][0]["results"] for m in r["metrics"]}
-    assert metrics["wer"] == (12.5, "cache/data/espeak") and metrics["text_delta"][0] == -1.5
+    assert wers == [(12.5, "cache/data/espeak"), (50.0, "espeak seen")] and metrics["text_delta"][0] == -1.5
     assert meta["mdu"]["trainable_params"] == model.parameter_report()["trainable"]
+    assert meta["mdu"]["wer"] == 12.5  # the headline number is the first (`asr`) summary's
     body = path.read_text()
     assert "trust_remote_code=True" in body and "learning_rate=0.0001" in body and "## Limitations" in body
     assert "| distinct hypotheses | 37 of 40 |" in body and "most common hypothesis | 90.00 |" in body
+    assert "| ASR WER (%) | 50.00 | espeak seen:test_seen (20 utterances) |" in body
 
 
 # ---------------------------------------------------------------- loading any checkpoint

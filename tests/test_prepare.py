@@ -93,6 +93,20 @@ def test_voice_and_sentence_splits_are_disjoint():
         ec.split_voices(train_variants=["m1", "m2"], test_variants=["m1"])
 
 
+def test_test_seen_split_has_training_sentences_said_by_test_voices():
+    sentences = [f"Sentence number {w} is here." for w in "abcdefghijklmnopqrstuvwxyz"]
+    plan = ec.make_plan(sentences, num_train=60, num_test=5, seed=3, num_test_seen=8)
+    seen, train, test = plan["test_seen"], plan["train"], plan["test"]
+    assert len(seen) == 8 and len({u["text"] for u in seen}) == 8  # distinct sentences
+    assert {u["text"] for u in seen} <= {u["text"] for u in train}
+    assert {u["voice"] for u in seen} <= set(ec.split_voices()[1])  # only held-out voices
+    assert len({u["id"] for u in train + test + seen}) == 73
+    assert {k: v for k, v in plan.items() if k != "test_seen"} == ec.make_plan(sentences, 60, 5, seed=3)  # same train/test
+    assert "test_seen" not in ec.make_plan(sentences, 60, 5, seed=3)
+    with pytest.raises(ValueError, match="num_test_seen=30 but training has only 21"):
+        ec.make_plan(sentences, 60, 5, seed=3, num_test_seen=30)
+
+
 def test_wav_roundtrip():
     audio = np.sin(np.linspace(0, 100, 1600)).astype(np.float32) * 0.5
     back, sr = ec.read_wav(ec.write_wav(audio, 16000))
