@@ -166,7 +166,7 @@ def main(argv=None):
             "--warmup_steps", "0.1", "--weight_decay", "0.0", "--logging_steps", "10",
             "--save_strategy", "steps", "--save_steps", str(max(10, cfg["max_steps"] // 4)), "--save_total_limit", "1",
             "--report_to", "none", "--seed", "0", "--dataloader_num_workers", "0",
-            "--resume_from_checkpoint", "last", "--use_cpu", str(not torch.cuda.is_available()).lower(),
+            "--resume_from_checkpoint", "last", "--use_cpu", str(not gpu).lower(),  # train where we evaluate
             *(["--bf16", "true"] if cfg.get("bf16") else []),
         ])
     else:

@@ -1,0 +1,35 @@
+"""Shared bits of the issue-7 diagnostics: the demo's training recipe as train_hf.py flags, and greedy scoring.
+Run every script from the repository root with PYTHONPATH=. (see README.md here)."""
+import json
+
+import torch
+
+from eval.asr import error_rates, listening_check
+
+BASE = "cache/base/SmolLM2-135M-Instruct"
+
+
+def demo_flags(dataset, speech_tokenizer, output_dir, steps, *extra):
+    """train_hf.py arguments of demo.py's training stage (EBF interleaved 25%, lr 2e-3, WSD), no checkpoints."""
+    return ["--base_model", BASE, "--dataset", dataset, "--train_split", "train", "--speech_tokenizer", speech_tokenizer,
+            "--method", "mdu", "--placement", "interleaved", "--layer_type", "e_branchformer", "--added_ratio", "0.25",
+            "--output_dir", output_dir, "--max_steps", str(steps), "--per_device_train_batch_size", "8",
+            "--learning_rate", "2e-3", "--lr_scheduler_type", "warmup_stable_decay",
+            "--lr_scheduler_kwargs", json.dumps({"decay_type": "linear", "min_lr_ratio": 0.1}), "--warmup_steps", "0.1",
+            "--weight_decay", "0.0", "--logging_steps", "20", "--save_strategy", "no", "--report_to", "none",
+            "--seed", "0", "--dataloader_num_workers", "0", "--use_cpu", "true", *extra]
+
+
+def score(name, references, hypotheses, show=6):
+    for r, h in list(zip(references, hypotheses))[:show]:
+        print(f"  REF: {r}\n  HYP: {h}")
+    result = {**error_rates(references, hypotheses), **listening_check(references, hypotheses)}
+    print(name, json.dumps({k: result[k] for k in ("wer", "cer", "distinct_hypotheses", "wer_if_always_most_common")}),
+          flush=True)
+    return result
+
+
+@torch.no_grad()
+def transcribe(trainer, audio):
+    model, processor = trainer.model.eval(), trainer.processing_class
+    return processor.transcribe(model, list(audio), batch_size=8, max_new_tokens=20)
