@@ -33,3 +33,14 @@ def test_output_dir_made_with_other_settings_is_refused(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=r"other settings \(changed: \['lr', 'max_steps'\]\)"):
         demo.main(["--quick", "--profile", "cpu", "--output_dir", str(out), "--learning_rate", "1e-4", "--max_steps", "5"])
     assert len(calls) == 2
+
+
+def test_grid_builds_the_same_corpus_as_the_demo():
+    """Whichever runs first builds cache/data/espeak-demo; the other must find it with identical parameters (else
+    build_corpus would rebuild it, and the grid's speech tokenizer would be fitted on another corpus)."""
+    import yaml
+
+    shared = yaml.safe_load(open("configs/grid/_shared.yaml"))
+    cpu = demo.settings(False)
+    assert shared["train"]["dataset"] == cpu["corpus_dir"]
+    assert {k: v for k, v in shared["corpus"].items() if k != "seed"} == cpu["corpus"]
