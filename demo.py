@@ -53,6 +53,16 @@ def cpu_has_fast_bf16() -> bool:
     return any(probe is not None and probe() for probe in probes)
 
 
+def cpu_name() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo; platform.processor() is often empty there)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+    except OSError:
+        names = []
+    return (names[0] if names else platform.processor() or platform.machine()) + " CPU"
+
+
 def settings(quick: bool, gpu: bool = False, cpu_bf16: bool = False) -> dict:
     # sentences: WordNet examples of 4-10 words made of its 2000 most frequent words (3830 sentences); the test split
     # has new sentences from new voices, test_seen training sentences from new voices
@@ -234,7 +244,7 @@ def main(argv=None):
     (model_dir / "text_results.json").write_text(json.dumps(text, indent=2, default=str))
     report = build_report([model_dir], out / "report", overwrite=True)
     done("8. export: model card, report, plot")
-    hardware = torch.cuda.get_device_name() if torch.cuda.is_available() else f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+    hardware = torch.cuda.get_device_name() if gpu else f"{cpu_name()}, {torch.get_num_threads()} threads, {'bf16' if cfg.get('bf16') else 'fp32'}"
     results.update(hardware=hardware, stage_seconds=STAGE_TIMES, total_seconds=round(time.perf_counter() - t0, 1),
                    settings=cfg, parameters=model.parameter_report())
     write_json(out / "results.json", results)
