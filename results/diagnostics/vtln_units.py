@@ -1,0 +1,90 @@
+"""Do speaker-normalised units help? Units = k-means (K=128) of log-mel frames after a per-utterance vocal-tract-
+length warp (the power spectrum's frequency axis scaled by the alpha in 0.76..1.24 whose mean speech spectrum best
+matches the training mean), then the demo tokenizer's recipe (per-utterance mean/var normalisation, 4 frames stacked
+-> 25 Hz, repeats merged). Computed here, outside the shipped tokenizer, to test the idea before building it in.
+
+    PYTHONPATH=. python results/diagnostics/vtln_units.py cache/data/espeak-top300 outputs/diag-vtln 700 --bf16 true
+"""
+import sys
+
+import datasets
+import numpy as np
+import torch
+import torchaudio
+from sklearn.cluster import MiniBatchKMeans
+from tqdm.auto import tqdm
+
+sys.path.insert(0, "results/diagnostics")
+import train_hf
+from _common import demo_flags, score, transcribe
+
+N_FFT, HOP, WIN = 512, 160, 400
+ALPHAS = [0.76 + 0.04 * i for i in range(13)]
+FBANK = torchaudio.functional.melscale_fbanks(N_FFT // 2 + 1, 20, 7600, 80, 16000, norm="slaney", mel_scale="slaney")
+BINS = torch.arange(N_FFT // 2 + 1, dtype=torch.float32)
+
+
+def power(wave):
+    s = torch.stft(torch.as_tensor(wave, dtype=torch.float32), N_FFT, HOP, WIN, torch.hann_window(WIN), return_complex=True)
+    return (s.real.square() + s.imag.square()).T  # (T, F)
+
+
+def warp(p, alpha):  # P_alpha(f) = P(alpha * f), linear interpolation between bins
+    x = (BINS * alpha).clamp(max=N_FFT // 2)
+    lo = x.floor().long()
+    hi, frac = (lo + 1).clamp(max=N_FFT // 2), x - lo
+    return p[:, lo] * (1 - frac) + p[:, hi] * frac
+
+
+def logmel(p):
+    return torch.log(p @ FBANK + 1e-6)
+
+
+def shape(lm):  # mean log-mel of the louder half of the frames, mean-removed
+    energy = lm.mean(1)
+    m = lm[energy > energy.median()].mean(0)
+    return m - m.mean()
+
+
+def features(p, template):
+    alpha = min(ALPHAS, key=lambda a: float((shape(logmel(warp(p, a))) - template).square().sum()))
+    lm = logmel(warp(p, alpha))
+    lm = (lm - lm.mean(0)) / (lm.std(0) + 1e-5)
+    pad = -len(lm) % 4
+    lm = torch.cat([lm, lm[-1:].expand(pad, -1)]) if pad else lm
+    return lm.reshape(-1, 4 * lm.shape[1]).numpy()
+
+
+data, out, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
+corpus = datasets.load_from_disk(data)
+splits = [s for s in ("train", "test_seen", "test") if s in corpus]
+waves = {s: [np.asarray(a["array"], dtype=np.float32) for a in corpus[s]["audio"]] for s in splits}
+fit = [power(w) for w in waves["train"][:600]]
+template = torch.stack([shape(logmel(p)) for p in fit]).mean(0)
+kmeans = MiniBatchKMeans(128, random_state=0, n_init=1, batch_size=4096).fit(np.concatenate([features(p, template) for p in fit]))
+units = {}
+for s in splits:
+    for row, w in zip(tqdm(corpus[s], desc=f"vtln units {s}"), waves[s]):
+        u = kmeans.predict(features(power(w), template))
+        units[row["id"]] = [int(x) for i, x in enumerate(u) if i == 0 or u[i - 1] != x]
+
+
+def add_vtln_units(ds, processor, audio_column="audio", text_column="text", num_proc=None, batch_size=16):
+    start = processor.speech_token_start
+    return ds.map(lambda b: {"unit_ids": [[start + u for u in units[i]] for i in b["id"]], "text": b["text"]},
+                  batched=True, remove_columns=[c for c in ds.column_names if c != "text"])
+
+
+train_hf.add_speech_units = add_vtln_units
+trainer = train_hf.main(demo_flags(data, "outputs/demo/speech_tokenizer", out, steps, *sys.argv[4:]))
+model, proc = trainer.model.eval(), trainer.processing_class
+for split in splits[1:]:
+    test = corpus[split].select(range(60))
+    feats = proc.build_inputs([[proc.speech_token_start + u for u in units[i]] for i in test["id"]])
+    hyps = []
+    with torch.no_grad():
+        for i in range(0, len(feats), 8):
+            batch = proc.pad(feats[i : i + 8], padding_side="left")
+            n = batch["input_ids"].shape[1]
+            hyps += proc.batch_decode(model.generate(**batch, **proc.generation_kwargs(model, n, max_new_tokens=20))[:, n:])
+    score(f"vtln {split}", list(test["text"]), hyps)
