@@ -176,9 +176,15 @@ class MDUSpeechProcessor(ProcessorMixin):
     def transcribe(self, model, audio, sampling_rate=None, batch_size: int = 8, max_new_tokens: int | None = None, **generate_kwargs) -> list[str]:
         """Greedy ASR: audio (one item or a list) -> transcripts, in input order."""
         items = as_batch(audio)
-        device = next(model.parameters()).device
         ids = self.encode_speech(items, sampling_rate=sampling_rate)  # validates everything first; errors name the item
-        feats = self.build_inputs(ids, names=[describe_item(i, x) for i, x in enumerate(items)])
+        return self.transcribe_units(model, ids, batch_size, max_new_tokens,
+                                     names=[describe_item(i, x) for i, x in enumerate(items)], **generate_kwargs)
+
+    def transcribe_units(self, model, speech_ids, batch_size: int = 8, max_new_tokens: int | None = None, names=None,
+                         **generate_kwargs) -> list[str]:
+        """Greedy ASR from speech units already in model ids (`encode_speech`'s output) -> transcripts, in order."""
+        device = next(model.parameters()).device
+        feats = self.build_inputs(speech_ids, names=names)
         texts = []
         for start in range(0, len(feats), batch_size):
             batch = self.pad(feats[start : start + batch_size], padding_side="left")

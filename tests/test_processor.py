@@ -117,6 +117,7 @@ def test_transcribe_matches_manual_greedy_generation(proc, model, clips):
         if nxt.item() == proc.tokenizer.eos_token_id:
             break
     assert texts == proc.batch_decode(ids[:, prompt["input_ids"].shape[1] :]) and len(texts[0]) > 0
+    assert proc.transcribe_units(model, proc.encode_speech(clips[:1], sampling_rate=SR), **GEN) == texts  # precomputed units
 
 
 def test_save_load_round_trip(proc, clips, tmp_path):

@@ -33,3 +33,23 @@ def score(name, references, hypotheses, show=6):
 def transcribe(trainer, audio):
     model, processor = trainer.model.eval(), trainer.processing_class
     return processor.transcribe(model, list(audio), batch_size=8, max_new_tokens=20)
+
+
+def use_units_by_id(units: dict):
+    """Make train_hf.py train on precomputed speech units ({row id: [unit, ...]}) instead of the tokenizer's."""
+    import train_hf
+
+    def add_units(ds, processor, audio_column="audio", text_column="text", num_proc=None, batch_size=16):
+        start = processor.speech_token_start
+        return ds.map(lambda b: {"unit_ids": [[start + u for u in units[i]] for i in b["id"]], "text": b["text"]},
+                      batched=True, remove_columns=[c for c in ds.column_names if c != "text"])
+
+    train_hf.add_speech_units = add_units
+
+
+@torch.no_grad()
+def score_units(name, trainer, rows, units: dict):
+    """Greedy transcripts of `rows` (a Dataset with id/text) from their precomputed units, scored."""
+    model, processor = trainer.model.eval(), trainer.processing_class
+    ids = [[processor.speech_token_start + u for u in units[i]] for i in rows["id"]]
+    return score(name, list(rows["text"]), processor.transcribe_units(model, ids, batch_size=8, max_new_tokens=20))

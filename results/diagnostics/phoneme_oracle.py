@@ -10,11 +10,10 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import datasets
-import torch
 
 sys.path.insert(0, "results/diagnostics")
 import train_hf
-from _common import demo_flags, score
+from _common import demo_flags, score_units, use_units_by_id
 
 DATA, OUT, STEPS = sys.argv[1], sys.argv[2], int(sys.argv[3])
 corpus = datasets.load_from_disk(DATA)
@@ -30,33 +29,13 @@ strings = {}
 for split in ["train", *SPLITS]:
     with ThreadPoolExecutor(8) as pool:
         rows = corpus[split]
-        strings.update(zip(zip(rows["text"], rows["voice"]), pool.map(phonemes, rows["text"], rows["voice"])))
+        strings.update(zip(rows["id"], pool.map(phonemes, rows["text"], rows["voice"])))
 symbols = {c: i for i, c in enumerate(sorted(set("".join(strings.values()))))}
 assert len(symbols) <= 128, len(symbols)  # fits the demo tokenizer's 128 speech rows
 units = {key: [symbols[c] for c in s] for key, s in strings.items()}
 print(f"{len(symbols)} phoneme symbols, e.g. {next(iter(strings.values()))!r}", flush=True)
 
-
-def add_oracle_units(ds, processor, audio_column="audio", text_column="text", num_proc=None, batch_size=16):
-    start = processor.speech_token_start
-
-    def encode(batch):
-        return {"unit_ids": [[start + u for u in units[k]] for k in zip(batch["text"], batch["voice"])], "text": batch["text"]}
-
-    return ds.map(encode, batched=True, remove_columns=[c for c in ds.column_names if c != "text"])
-
-
-train_hf.add_speech_units = add_oracle_units
+use_units_by_id(units)
 trainer = train_hf.main(demo_flags(DATA, "outputs/demo/speech_tokenizer", OUT, STEPS, *sys.argv[4:]))
-model, proc = trainer.model.eval(), trainer.processing_class
 for split in SPLITS:
-    test = corpus[split].select(range(60))
-    feats = proc.build_inputs([[proc.speech_token_start + u for u in units[k]] for k in zip(test["text"], test["voice"])])
-    hyps = []
-    with torch.no_grad():
-        for i in range(0, len(feats), 8):
-            batch = proc.pad(feats[i : i + 8], padding_side="left")
-            n = batch["input_ids"].shape[1]
-            ids = model.generate(**batch, **proc.generation_kwargs(model, n, max_new_tokens=20))
-            hyps += proc.batch_decode(ids[:, n:])
-    score(f"oracle {split}", list(test["text"]), hyps)
+    score_units(f"oracle {split}", trainer, corpus[split].select(range(60)), units)

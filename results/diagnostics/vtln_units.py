@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 sys.path.insert(0, "results/diagnostics")
 import train_hf
-from _common import demo_flags, score, transcribe
+from _common import demo_flags, score_units, use_units_by_id
 
 N_FFT, HOP, WIN = 512, 160, 400
 ALPHAS = [0.76 + 0.04 * i for i in range(13)]
@@ -69,22 +69,7 @@ for s in splits:
         units[row["id"]] = [int(x) for i, x in enumerate(u) if i == 0 or u[i - 1] != x]
 
 
-def add_vtln_units(ds, processor, audio_column="audio", text_column="text", num_proc=None, batch_size=16):
-    start = processor.speech_token_start
-    return ds.map(lambda b: {"unit_ids": [[start + u for u in units[i]] for i in b["id"]], "text": b["text"]},
-                  batched=True, remove_columns=[c for c in ds.column_names if c != "text"])
-
-
-train_hf.add_speech_units = add_vtln_units
+use_units_by_id(units)
 trainer = train_hf.main(demo_flags(data, "outputs/demo/speech_tokenizer", out, steps, *sys.argv[4:]))
-model, proc = trainer.model.eval(), trainer.processing_class
 for split in splits[1:]:
-    test = corpus[split].select(range(60))
-    feats = proc.build_inputs([[proc.speech_token_start + u for u in units[i]] for i in test["id"]])
-    hyps = []
-    with torch.no_grad():
-        for i in range(0, len(feats), 8):
-            batch = proc.pad(feats[i : i + 8], padding_side="left")
-            n = batch["input_ids"].shape[1]
-            hyps += proc.batch_decode(model.generate(**batch, **proc.generation_kwargs(model, n, max_new_tokens=20))[:, n:])
-    score(f"vtln {split}", list(test["text"]), hyps)
+    score_units(f"vtln {split}", trainer, corpus[split].select(range(60)), units)
