@@ -194,25 +194,21 @@ def main(argv=None):
     model = AutoModelForCausalLM.from_pretrained(model_dir, trust_remote_code=True).eval().to(device)
     model.freeze_base()  # a loaded checkpoint has every parameter trainable; count what MDU trains
     processor = AutoProcessor.from_pretrained(model_dir, trust_remote_code=True)
-    test = corpus["test"].select(range(min(cfg["eval_examples"], len(corpus["test"]))))
     results = read_json(out / "results.json") or {}
-    if "asr" not in results:
-        results["asr"] = evaluate_asr(model, processor, test, batch_size=8, max_new_tokens=MAX_NEW_TOKENS, split="test",
-                                      output_dir=out / "eval" / "trained", overwrite=True)
-        write_json(out / "results.json", results)
-    if "asr_seen" not in results:  # training sentences said by the held-out voices
-        seen = corpus["test_seen"].select(range(min(cfg["eval_examples"], len(corpus["test_seen"]))))
-        results["asr_seen"] = evaluate_asr(model, processor, seen, batch_size=8, max_new_tokens=MAX_NEW_TOKENS,
-                                           split="test_seen", output_dir=out / "eval" / "trained_seen", overwrite=True)
-        write_json(out / "results.json", results)
+    asr = dict(batch_size=8, max_new_tokens=MAX_NEW_TOKENS, max_examples=cfg["eval_examples"], overwrite=True)
+    # test: new sentences; test_seen: training sentences; both said by the held-out voices
+    for key, split, folder in (("asr", "test", "trained"), ("asr_seen", "test_seen", "trained_seen")):
+        if key not in results:
+            results[key] = evaluate_asr(model, processor, corpus[split], split=split, output_dir=out / "eval" / folder, **asr)
+            write_json(out / "results.json", results)
     if "asr_untrained" not in results:  # the same up-scaled model before any training (identity init)
         untrained = MDUSpeechForCausalLM.from_text_model(
             base_dir, placement=args.placement, layer_type=args.layer_type, speech_vocab_size=model.config.speech_vocab_size
         ).eval().to(device)
         untrained_proc = MDUSpeechProcessor.from_model_config(
             untrained.config, MDUSpeechTokenizer.from_pretrained(tok_dir), AutoTokenizer.from_pretrained(base_dir))
-        results["asr_untrained"] = evaluate_asr(untrained, untrained_proc, test, batch_size=8, max_new_tokens=MAX_NEW_TOKENS, split="test",
-                                                output_dir=out / "eval" / "untrained", overwrite=True)
+        results["asr_untrained"] = evaluate_asr(untrained, untrained_proc, corpus["test"], split="test",
+                                                output_dir=out / "eval" / "untrained", **asr)
         del untrained
         write_json(out / "results.json", results)
     if "text" not in results:
