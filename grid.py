@@ -151,9 +151,11 @@ def main(argv=None) -> dict:
 
     # ---- shared stages: speech tokenizer, base text results, importance
     stok = out / "speech_tokenizer"
-    args = ["--dataset", dataset, *flags(**stok_cfg), "--output_dir", str(stok)]
-    stage("speech tokenizer", stok / "speech_codebook.safetensors", py("fit_speech_tokenizer.py", args),
-          lambda: __import__("fit_speech_tokenizer").main(args))
+    script = "fit_phonetic_tokenizer" if stok_cfg.get("backend") == "phonetic" else "fit_speech_tokenizer"
+    recipe = {k: v for k, v in stok_cfg.items() if not (k == "backend" and script == "fit_phonetic_tokenizer")}
+    args = ["--dataset", dataset, *flags(**recipe), "--output_dir", str(stok)]
+    stage("speech tokenizer", stok / "preprocessor_config.json", py(script + ".py", args),
+          lambda: __import__(script).main(args))
 
     base_text = out / "base" / "eval" / "text" / "results.json"
     text_flags = flags(max_items=ev["text_max_items"], max_length=ev.get("text_max_length"), device=ev["device"])

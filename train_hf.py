@@ -26,17 +26,27 @@ logger = logging.getLogger("train_hf")
 
 
 def speech_tokenizer_for(model_args, data_args, training_args, train_raw):
-    """The fitted speech tokenizer from --speech_tokenizer, or one fitted now (main process first, then loaded)."""
+    """The fitted speech tokenizer from --speech_tokenizer, or one fitted now (main process first, then loaded):
+    k-means units (fit_speech_tokenizer.py) or, with --speech_tokenizer_backend phonetic, a CTC phoneme recognizer
+    trained on the transcripts (fit_phonetic_tokenizer.py; espeak-ng phoneme targets)."""
     if model_args.speech_tokenizer:
         return MDUSpeechTokenizer.from_pretrained(model_args.speech_tokenizer)
-    from fit_speech_tokenizer import fit_speech_tokenizer
-
     path = os.path.join(training_args.output_dir, "speech_tokenizer")
     with training_args.main_process_first(desc="fit speech tokenizer"):
-        if not os.path.exists(os.path.join(path, "speech_codebook.safetensors")):
-            rows = head(train_raw.select_columns([data_args.audio_column]), model_args.speech_tokenizer_fit_examples)
-            tok = fit_speech_tokenizer((r[data_args.audio_column] for r in rows), backend=model_args.speech_tokenizer_backend,
-                                       codebook_size=model_args.speech_codebook_size, seed=training_args.seed)
+        if not os.path.exists(os.path.join(path, "preprocessor_config.json")):
+            columns = [data_args.audio_column, data_args.text_column]
+            rows = list(head(train_raw.select_columns(columns), model_args.speech_tokenizer_fit_examples))
+            audio = [r[data_args.audio_column] for r in rows]
+            if model_args.speech_tokenizer_backend == "phonetic":
+                from fit_phonetic_tokenizer import fit_phonetic_tokenizer
+
+                tok, _ = fit_phonetic_tokenizer(audio, [r[data_args.text_column] for r in rows], seed=training_args.seed,
+                                                bf16=bool(training_args.bf16), device=str(training_args.device))
+            else:
+                from fit_speech_tokenizer import fit_speech_tokenizer
+
+                tok = fit_speech_tokenizer(audio, backend=model_args.speech_tokenizer_backend,
+                                           codebook_size=model_args.speech_codebook_size, seed=training_args.seed)
             tok.save_pretrained(path)
         return MDUSpeechTokenizer.from_pretrained(path)
 
@@ -80,7 +90,7 @@ def main(argv=None, callbacks=None):
     if model_args.attn_implementation:
         model_kwargs["attn_implementation"] = model_args.attn_implementation
     ctx = MethodContext(method_args, model_args.base_model, speech_tok.codebook_size, args.learning_rate,
-                        model_kwargs, tokenizer, importance_texts)
+                        model_kwargs, tokenizer, importance_texts, speech_unit_names=speech_tok.phonemes)
     model, param_groups = build_method(method_args.method, ctx)
     mdu = model.get_base_model() if is_peft_model(model) else model
     mdu.config.logits_at_labels_only = True  # LM head only where a label needs it

@@ -5,7 +5,7 @@
 Audio: synthetic 5 s chirps at 16 kHz (numpy), tokenized in one call per batch; arrays in memory and the same audio
 read back from 16-bit wav files (decode + validation included). `ssl` and `codec` run randomly initialised models (the timing does not depend on the weights):
 a tiny one (as in the tests) and one with HuBERT-base dimensions (12 layers, 768 wide: what a real `ssl` tokenizer
-costs), and EnCodec, tiny and with the 24 kHz model's dimensions (K=1024, first codebook). The codebooks are fitted on the same audio (K=256 mel, K=64 ssl); fitting time is not part of the RTF.
+costs), the `phonetic` CTC recognizer at its default size (untrained), and EnCodec, tiny and with the 24 kHz model's dimensions (K=1024, first codebook). The codebooks are fitted on the same audio (K=256 mel, K=64 ssl); fitting time is not part of the RTF.
 """
 
 import argparse
@@ -51,6 +51,11 @@ def run(quick: bool = False) -> dict:
     results = {"threads": torch.get_num_threads(), "audio_seconds": total}
     mel = fit_speech_tokenizer(clips, codebook_size=256, batch_size=5000, sampling_rate=SR)
     results["mel_rtf_arrays"] = _rtf(mel, clips, total, sampling_rate=SR)
+    symbols = [chr(c) for c in range(48, 48 + 47)]  # the demo's phonetic tokenizer has 47 phoneme symbols
+    phonetic = MDUSpeechTokenizer(backend="phonetic", codebook_size=47, phonemes=symbols, frame_rate=100)
+    torch.manual_seed(0)
+    phonetic.set_recognizer(phonetic.new_recognizer())  # default size (dim 256, 6 conv blocks); weights do not change the time
+    results["phonetic_rtf_arrays"] = _rtf(phonetic, clips, total, sampling_rate=SR)
     with tempfile.TemporaryDirectory() as tmp:
         files = [write_wav(os.path.join(tmp, f"{i}.wav"), x) for i, x in enumerate(clips)]
         results["mel_rtf_wav_files"] = _rtf(mel, files, total)

@@ -175,11 +175,26 @@ def write_model_card(output_dir, base_model: str | None = None, results: dict | 
         base_link=f"https://huggingface.co/{base_id}" if base_id and "/" in base_id and not Path(base_id).exists() else base_id,
         method_title=method_title, method_description=METHODS[method], text_kept=method == "mdu", results_table=table,
         datasets_text=", ".join(f"`{d}`" for d in datasets) or "not recorded", training_lines=lines,
-        synthetic=any("espeak" in str(d) for d in datasets),
+        synthetic=any("espeak" in str(d) for d in datasets), speech_tokenizer=_speech_tokenizer_text(output_dir),
     )
     path = output_dir / "README.md"
     card.save(path)
     return path
+
+
+SPEECH_TOKENIZERS = {
+    "phonetic": "phoneme units from a small CTC phoneme recognizer",
+    "mel": "k-means units of log-mel frames",
+    "ssl": "k-means units of a self-supervised speech encoder's hidden states",
+    "codec": "neural-codec codes",
+}
+
+
+def _speech_tokenizer_text(output_dir: Path) -> str:
+    """What the checkpoint's speech tokenizer makes (from preprocessor_config.json), for the card's first lines."""
+    path = output_dir / "preprocessor_config.json"
+    backend = json.loads(path.read_text()).get("backend") if path.is_file() else None
+    return SPEECH_TOKENIZERS.get(backend, "discrete units")
 
 
 def _training_lines(method_args, training_args, train_metrics, placement, layer_type, config) -> list[str]:

@@ -18,7 +18,7 @@ from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRMS
 
 from .e_branchformer_layer import ConvolutionalSpatialGatingUnit, EBranchformerLayer
 from .remote_code import AUTO_MAP, CUSTOM_PIPELINES, export_remote_code
-from .speech_vocab import MDUEmbedding, MDULMHead, init_new_rows
+from .speech_vocab import MDUEmbedding, MDULMHead, init_new_rows, init_rows_from_text
 from .transformer_layer import MDUTransformerLayer
 from .upscaling import base_to_upscaled_keys, check_llama_base, upscaled_to_base_keys
 
@@ -360,6 +360,20 @@ class MDUSpeechForCausalLM(MDUSpeechPreTrainedModel, GenerationMixin):
         if freeze:
             model.freeze_base()
         return model
+
+    @torch.no_grad()
+    def init_speech_units_from_text(self, text_tokenizer, unit_names: list[str]) -> int:
+        """Starts each speech unit's embedding (and untied output row) at the mean text embedding of its written name,
+        e.g. a phonetic tokenizer's phoneme symbols, so the frozen LLM first reads the units as those characters
+        instead of one shared average token. Returns how many units got a name's embedding (names the text tokenizer
+        turns into no tokens keep their initialisation)."""
+        if len(unit_names) != self.config.speech_vocab_size:
+            raise ValueError(f"{len(unit_names)} unit names for speech_vocab_size={self.config.speech_vocab_size}")
+        ids = [text_tokenizer(name, add_special_tokens=False)["input_ids"] for name in unit_names]
+        first = self.config.speech_token_start - self.config.text_vocab_size  # unit 0's row among the new rows
+        heads = [self.model.embed_tokens] + ([] if self.config.tie_word_embeddings else [self.lm_head])
+        counts = [init_rows_from_text(m.speech_weight[first : first + len(ids)], m.weight, ids) for m in heads]
+        return counts[0]
 
     def to_text_model(self) -> LlamaForCausalLM:
         """The original text LLM: a `LlamaForCausalLM` with the base weights (copies), the added layers and the new

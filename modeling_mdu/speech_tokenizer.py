@@ -5,6 +5,11 @@ Backends (frame features that are then quantised with a k-means codebook):
   s * `frame_rate` Hz and s consecutive frames are concatenated into one `frame_rate` Hz feature (no audio between
   windows is skipped at low unit rates); with `n_mfcc` = c > 0 each frame keeps only its first c cepstral
   coefficients (orthonormal DCT of the log-mel: the spectral envelope, less of the voice's pitch harmonics).
+- `phonetic`: a small CTC phoneme recognizer (phone_recognizer.py) over utterance-normalised log-mel frames at
+  `frame_rate` Hz; its greedy CTC output (phoneme ids, repeats merged, blanks dropped) are the units, so
+  `codebook_size` is the number of phonemes (`phonemes`, the symbol inventory). Trained on transcripts turned into
+  phonemes by espeak-ng with fit_phonetic_tokenizer.py: units that depend far less on the voice than k-means units.
+  Its weights live in `speech_phone_recognizer.safetensors`.
 - `ssl`: hidden states of layer `encoder_layer` of any transformers audio encoder that takes raw `input_values`
   (HuBERT, WavLM, wav2vec2, Data2VecAudio), loaded with `AutoModel` from `encoder_name_or_path`; the frame rate is
   the encoder's (50 Hz for the usual 320x down-sampling). `save_pretrained` stores the encoder in `speech_encoder/`.
@@ -35,12 +40,14 @@ from transformers import SequenceFeatureExtractor
 from transformers.utils import cached_file
 
 from .audio_io import load_audio_batch
+from .phone_recognizer import PhoneRecognizer
 
 CODEBOOK_NAME = "speech_codebook.safetensors"
 ENCODER_SUBFOLDER = "speech_encoder"
 AUTO_MAP = {"AutoFeatureExtractor": "speech_tokenizer.MDUSpeechTokenizer"}
-CODE_FILES = ("speech_tokenizer.py", "audio_io.py")  # what AutoFeatureExtractor(trust_remote_code=True) needs
-BACKENDS = ("mel", "ssl", "codec")
+RECOGNIZER_NAME = "speech_phone_recognizer.safetensors"
+CODE_FILES = ("speech_tokenizer.py", "audio_io.py", "phone_recognizer.py")  # what AutoFeatureExtractor(trust_remote_code=True) needs
+BACKENDS = ("mel", "phonetic", "ssl", "codec")
 NORMALIZE = ("utterance", "global", "none")
 _HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder", "proxies")
 
@@ -67,6 +74,10 @@ class MDUSpeechTokenizer(SequenceFeatureExtractor):
         encoder_subfolder: str | None = None,
         encoder_layer: int = 6,
         codec_num_quantizers: int = 1,
+        phonemes: list[str] | None = None,
+        recognizer_dim: int = 256,
+        recognizer_layers: int = 6,
+        recognizer_kernel_size: int = 5,
         batch_size: int = 32,
         padding_value: float = 0.0,
         **kwargs,
@@ -85,10 +96,15 @@ class MDUSpeechTokenizer(SequenceFeatureExtractor):
             raise ValueError(f"stack_frames must be >= 1, got {stack_frames}")
         if not 0 <= n_mfcc <= n_mels:
             raise ValueError(f"n_mfcc must be in [0, n_mels={n_mels}], got {n_mfcc}")
-        if backend == "mel" and sampling_rate % (frame_rate * stack_frames):
+        if backend in ("mel", "phonetic") and sampling_rate % (frame_rate * stack_frames):
             raise ValueError(f"frame_rate * stack_frames = {frame_rate * stack_frames} must divide sampling_rate "
                              f"{sampling_rate} (integer hop)")
-        if backend != "mel" and not (encoder_name_or_path or encoder_subfolder):
+        if backend == "phonetic" and normalize == "global":
+            raise ValueError("backend 'phonetic' normalises per utterance or not at all (normalize='utterance'/'none')")
+        if phonemes is not None and (backend != "phonetic" or len(phonemes) != codebook_size or len(set(phonemes)) != len(phonemes)):
+            raise ValueError(f"phonemes ({len(phonemes)} symbols) go with backend='phonetic', are distinct, and number "
+                             f"codebook_size={codebook_size}; got backend {backend!r}")
+        if backend in ("ssl", "codec") and not (encoder_name_or_path or encoder_subfolder):
             raise ValueError(f"backend {backend!r} needs encoder_name_or_path (a transformers audio encoder / codec)")
         self.backend, self.codebook_size, self.frame_rate = backend, int(codebook_size), int(frame_rate)
         self.n_mels, self.n_fft, self.win_length, self.f_min, self.f_max = n_mels, n_fft, win_length, f_min, f_max
@@ -96,6 +112,10 @@ class MDUSpeechTokenizer(SequenceFeatureExtractor):
         self.normalize, self.collapse_repeats, self.batch_size = normalize, bool(collapse_repeats), int(batch_size)
         self.encoder_name_or_path, self.encoder_subfolder, self.encoder_layer = encoder_name_or_path, encoder_subfolder, encoder_layer
         self.codec_num_quantizers = int(codec_num_quantizers)
+        self.phonemes = list(phonemes) if phonemes is not None else None
+        self.recognizer_dim, self.recognizer_layers = int(recognizer_dim), int(recognizer_layers)
+        self.recognizer_kernel_size = int(recognizer_kernel_size)
+        self._recognizer = None  # PhoneRecognizer (backend "phonetic")
         self._codebook = None  # (K, D) float32
         self._mean = self._std = None  # (D,) for normalize="global"
         self._encoder = None
@@ -104,7 +124,32 @@ class MDUSpeechTokenizer(SequenceFeatureExtractor):
     # ---------------------------------------------------------------- state
     @property
     def is_fitted(self) -> bool:
+        if self.backend == "phonetic":
+            return self._recognizer is not None
         return self.backend == "codec" or self._codebook is not None
+
+    def new_recognizer(self, dropout: float = 0.0) -> PhoneRecognizer:
+        """A PhoneRecognizer of this tokenizer's shape (untrained); needs `phonemes`."""
+        if self.phonemes is None:
+            raise ValueError("backend 'phonetic' needs its phoneme inventory (phonemes=[...]) to build the recognizer")
+        num_feats = (self.n_mfcc or self.n_mels) * self.stack_frames
+        return PhoneRecognizer(num_feats, len(self.phonemes), self.recognizer_dim, self.recognizer_layers,
+                               self.recognizer_kernel_size, dropout)
+
+    def set_recognizer(self, model: PhoneRecognizer) -> None:
+        """Installs a trained PhoneRecognizer (backend "phonetic"), in eval mode, on the CPU."""
+        expected = self.new_recognizer()
+        missing = set(expected.state_dict()) ^ set(model.state_dict())
+        if missing or expected.head.out_features != model.head.out_features:
+            raise ValueError(f"recognizer does not match this tokenizer's shape (differs in {sorted(missing)[:4]} or "
+                             f"its {model.head.out_features} outputs vs 1 + {len(self.phonemes)} phonemes)")
+        self._recognizer = model.float().cpu().eval()
+
+    def units_to_phonemes(self, units) -> str:
+        """Phonetic units -> their phoneme symbols, joined (for reading)."""
+        if self.phonemes is None:
+            raise ValueError(f"backend {self.backend!r} units are not phonemes")
+        return "".join(self.phonemes[int(u)] for u in units)
 
     def set_codebook(self, centroids, mean=None, std=None) -> None:
         """Installs k-means centroids (K, D) and, for normalize="global", the feature mean/std (D,)."""
@@ -126,7 +171,7 @@ class MDUSpeechTokenizer(SequenceFeatureExtractor):
 
     def save_pretrained(self, save_directory, push_to_hub: bool = False, **kwargs):
         os.makedirs(save_directory, exist_ok=True)
-        if self.backend != "mel":  # ship the encoder / codec inside the checkpoint
+        if self.backend in ("ssl", "codec"):  # ship the encoder / codec inside the checkpoint
             self.encoder.save_pretrained(os.path.join(save_directory, ENCODER_SUBFOLDER))
             self.encoder_name_or_path, self.encoder_subfolder = None, ENCODER_SUBFOLDER
             self._source = (os.fspath(save_directory), {})
@@ -136,6 +181,11 @@ class MDUSpeechTokenizer(SequenceFeatureExtractor):
             src, dst = os.path.join(here, name), os.path.join(save_directory, name)
             if os.path.abspath(src) != os.path.abspath(dst):
                 shutil.copyfile(src, dst)
+        if self._recognizer is not None:
+            path = os.path.join(save_directory, RECOGNIZER_NAME)
+            save_file({k: v.contiguous() for k, v in self._recognizer.state_dict().items()}, path,
+                      metadata={"backend": self.backend, "num_phonemes": str(len(self.phonemes))})
+            files.append(path)
         if self._codebook is not None:
             tensors = {"codebook": self._codebook}
             if self._mean is not None:
@@ -154,6 +204,12 @@ class MDUSpeechTokenizer(SequenceFeatureExtractor):
         if path is not None:
             t = load_file(path)
             tok.set_codebook(t["codebook"], t.get("mean"), t.get("std"))
+        if tok.backend == "phonetic":
+            path = cached_file(pretrained_model_name_or_path, RECOGNIZER_NAME, _raise_exceptions_for_missing_entries=False, **hub)
+            if path is not None:
+                model = tok.new_recognizer()
+                model.load_state_dict(load_file(path))
+                tok.set_recognizer(model)
         return tok
 
     @property
@@ -265,7 +321,7 @@ class MDUSpeechTokenizer(SequenceFeatureExtractor):
         waves = self.load(audio, sampling_rate, int_scale)
         if self.backend == "codec":
             raise ValueError("the codec backend has no k-means features: its units are the codec's own codes")
-        fn = self._mel_features if self.backend == "mel" else self._ssl_features
+        fn = self._ssl_features if self.backend == "ssl" else self._mel_features
         feats = []
         for start in range(0, len(waves), self.batch_size):
             feats.extend(fn(waves[start : start + self.batch_size]))
@@ -292,9 +348,25 @@ class MDUSpeechTokenizer(SequenceFeatureExtractor):
         if self.backend == "codec":
             units = self._codec_units(self.load(raw_speech, sampling_rate, int_scale))
             return [self._collapse(u).numpy().astype(np.int64) for u in units]
+        if self.backend == "phonetic":
+            if self._recognizer is None:
+                raise ValueError("phonetic speech tokenizer has no trained recognizer: fit one with "
+                                 "fit_phonetic_tokenizer.py or load a fitted one")
+            return self._phonetic_units(self.extract_features(raw_speech, sampling_rate, int_scale))
         if self._codebook is None:
             raise ValueError("speech tokenizer has no codebook: fit one with fit_speech_tokenizer.py or load a fitted one")
         return [self.quantize(f) for f in self.extract_features(raw_speech, sampling_rate, int_scale)]
+
+    @torch.inference_mode()
+    def _phonetic_units(self, feats: list[torch.Tensor]) -> list[np.ndarray]:
+        out = []
+        for start in range(0, len(feats), self.batch_size):
+            chunk = feats[start : start + self.batch_size]
+            lengths = torch.tensor([len(f) for f in chunk])
+            batch = torch.nn.utils.rnn.pad_sequence(chunk, batch_first=True)
+            logits, out_lengths = self._recognizer(batch, lengths)
+            out.extend(u.numpy().astype(np.int64) for u in PhoneRecognizer.greedy_decode(logits, out_lengths))
+        return out
 
     def _collapse(self, units: torch.Tensor) -> torch.Tensor:
         return torch.unique_consecutive(units) if self.collapse_repeats else units

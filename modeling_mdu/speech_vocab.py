@@ -69,3 +69,18 @@ def init_new_rows(new_rows: torch.Tensor, text_rows: torch.Tensor, generator: to
     mean, std = text.mean(0), text.std(0)
     noise = torch.randn(new_rows.shape, generator=generator, dtype=torch.float32, device="cpu").to(text.device)
     new_rows.copy_((mean + 0.1 * std * noise).to(new_rows.dtype))
+
+
+@torch.no_grad()
+def init_rows_from_text(new_rows: torch.Tensor, text_rows: torch.Tensor, token_ids: list[list[int]]) -> int:
+    """Row i of `new_rows` becomes the mean of the text rows `token_ids[i]` (rows with no ids keep their values).
+    Used to start speech units that have a written name (phoneme symbols) where the LLM reads that name.
+    Returns how many rows were set."""
+    if len(token_ids) != new_rows.shape[0]:
+        raise ValueError(f"{len(token_ids)} token-id lists for {new_rows.shape[0]} rows")
+    count = 0
+    for row, ids in zip(new_rows, token_ids):
+        if ids:
+            row.copy_(text_rows[torch.as_tensor(ids, device=text_rows.device)].float().mean(0).to(row.dtype))
+            count += 1
+    return count

@@ -255,6 +255,10 @@ def test_model_card_front_matter_carries_results(tmp_path):
     assert "trust_remote_code=True" in body and "learning_rate=0.0001" in body and "## Limitations" in body
     assert "| distinct hypotheses | 37 of 40 |" in body and "most common hypothesis | 90.00 |" in body
     assert "| ASR WER (%) | 50.00 | espeak seen:test_seen (20 utterances) |" in body
+    assert "discrete speech units (discrete units;" in body  # no processor saved: the tokenizer is not named
+    (tmp_path / "preprocessor_config.json").write_text('{"backend": "phonetic"}')
+    body = write_model_card(tmp_path, base_model="cache/base/SmolLM2-135M-Instruct", results=results).read_text()
+    assert "discrete speech units (phoneme units from a small CTC phoneme recognizer;" in body
 
 
 # ---------------------------------------------------------------- loading any checkpoint

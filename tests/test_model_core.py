@@ -12,6 +12,7 @@ from tiny_models import (
     text_ids,
     tiny_base,
     tiny_mdu,
+    tiny_text_tokenizer,
 )
 from transformers import GPT2Config, GPT2LMHeadModel, MistralConfig
 
@@ -118,6 +119,30 @@ def test_new_rows_start_near_the_text_embeddings():
     assert (new.mean(0) - text.mean(0)).abs().max() < 3 * text.std(0).max() / new.shape[0] ** 0.5 + 1e-3
     assert new.std(0).mean() < text.std(0).mean()  # close to the mean, yet...
     assert not torch.equal(new[0], new[1])  # ...distinguishable
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_named_units_start_at_their_names_text_embedding(tie):
+    """init_speech_units_from_text: unit i's rows become the mean text rows of its name's tokens; unnamed units and
+    every text row stay as they were, so the text model is still bitwise the base."""
+    model, tokenizer = tiny_mdu(base=tiny_base(tie=tie)), tiny_text_tokenizer()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    names = ["k", "@", "ts", *[""] * (SPEECH_UNITS - 3)]
+    assert model.init_speech_units_from_text(tokenizer, names) == 3
+    first = model.config.speech_token_start - model.config.text_vocab_size
+    for head in [model.model.embed_tokens] + ([] if tie else [model.lm_head]):
+        rows = head.speech_weight[first:]
+        for i, name in enumerate(names[:3]):
+            ids = tokenizer(name, add_special_tokens=False)["input_ids"]
+            assert torch.allclose(rows[i], head.weight[ids].mean(0))
+        assert torch.equal(rows[3:], before[_param_name(model, head.speech_weight)][first + 3 :])
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters() if "speech_weight" not in n)
+    with pytest.raises(ValueError, match="2 unit names for speech_vocab_size=16"):
+        model.init_speech_units_from_text(tokenizer, ["a", "b"])
+
+
+def _param_name(model, param):
+    return next(n for n, p in model.named_parameters() if p is param)
 
 
 def _train_steps(model, steps=4, lr=1e-2):

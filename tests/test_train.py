@@ -5,6 +5,7 @@ Tiny random Llama saved to disk, 8 synthetic utterances (tone patterns per word)
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -59,7 +60,7 @@ class KillAt(TrainerCallback):
 def run(work, method, out, *extra, callbacks=None):
     argv = ["configs/tiny_test.yaml", "--method", method, "--base_model", str(work["base"]),
             "--dataset", str(work["audio"]), "--output_dir", str(out), "--learning_rate", str(LR), *extra]
-    if "--speech_tokenizer" not in extra and "--speech_codebook_size" not in extra:
+    if not {"--speech_tokenizer", "--speech_codebook_size", "--speech_tokenizer_backend"} & set(extra):
         argv += ["--speech_tokenizer", str(work["stok"])]
     return train_hf.main(argv, callbacks=callbacks)
 
@@ -166,6 +167,37 @@ def test_layerwise_lr_groups_carry_computed_lrs(work):
         assert names and all(f"layers.{i}." in n for n in names)
     assert by_name["other"]["initial_lr"] == pytest.approx(LR)
     assert (work["root"] / "lw" / "speech_tokenizer" / "speech_codebook.safetensors").exists()
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed (scripts/setup.sh installs it)")
+def test_phonetic_tokenizer_fitted_at_start_ships_in_the_checkpoint(work):
+    """--speech_tokenizer_backend phonetic: a CTC phoneme recognizer is trained on the transcripts first; the model gets
+    one speech row per phoneme, and the exported checkpoint gives the same units through AutoProcessor."""
+    from transformers import AutoProcessor
+
+    class FirstRows(TrainerCallback):  # the speech rows as training starts (speech_init auto: the phonemes' text rows)
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            embed = model.model.embed_tokens
+            self.rows = embed.speech_weight.detach().clone()[model.config.speech_token_start - model.config.text_vocab_size:]
+            self.text = embed.weight.detach().clone()
+
+    out, first = work["root"] / "phonetic", FirstRows()
+    trainer = run(work, "mdu", out, "--speech_tokenizer_backend", "phonetic", "--max_steps", "2", callbacks=[first])
+    fe = trainer.processing_class.feature_extractor
+    for i, name in enumerate(fe.phonemes):
+        ids = trainer.processing_class.tokenizer(name, add_special_tokens=False)["input_ids"]
+        assert torch.allclose(first.rows[i], first.text[ids].mean(0)), name
+    assert fe.backend == "phonetic" and fe.codebook_size == len(fe.phonemes) == trainer.model.config.speech_vocab_size
+    assert (out / "speech_tokenizer" / "speech_phone_recognizer.safetensors").is_file()
+    assert {"phone_recognizer.py", "speech_phone_recognizer.safetensors"} <= {p.name for p in out.iterdir()}
+    clips = sorted(str(p) for p in work["audio"].glob("*.wav"))[:3]
+    loaded = AutoProcessor.from_pretrained(out, trust_remote_code=True)
+    assert loaded.encode_speech(clips) == trainer.processing_class.encode_speech(clips)
+
+
+def test_speech_init_names_needs_named_units(work):
+    with pytest.raises(ValueError, match="speech_init='names' needs a speech tokenizer whose units have names"):
+        run(work, "mdu", work["root"] / "names", "--speech_init", "names")
 
 
 def test_streaming_with_text_rehearsal(work):

@@ -17,9 +17,11 @@ class ModelArguments:
     speech_tokenizer: str | None = field(
         default=None, metadata={"help": "Fitted MDUSpeechTokenizer dir. Not given: one is fitted on the training audio."}
     )
-    speech_tokenizer_backend: str = field(default="mel", metadata={"help": "Backend when fitting a speech tokenizer."})
+    speech_tokenizer_backend: str = field(
+        default="mel", metadata={"help": "Backend when fitting a speech tokenizer: mel | ssl (k-means) | phonetic (CTC)."}
+    )
     speech_codebook_size: int = field(default=256, metadata={"help": "Codebook size when fitting a speech tokenizer."})
-    speech_tokenizer_fit_examples: int = field(default=500, metadata={"help": "Utterances used to fit the codebook."})
+    speech_tokenizer_fit_examples: int = field(default=500, metadata={"help": "Utterances used to fit the speech tokenizer."})
     dtype: str = field(default="float32", metadata={"help": "float32 | bfloat16 | float16: dtype of the weights."})
     attn_implementation: str | None = field(default=None, metadata={"help": "eager | sdpa | flash_attention_2."})
 
@@ -38,6 +40,12 @@ class MethodArguments:
     merge_conv_kernel: int = field(default=31, metadata={"help": "E-Branchformer merge causal conv kernel."})
     text_bypass: bool = field(default=False, metadata={"help": "Text-only sequences skip the added layers."})
     init_seed: int = field(default=0, metadata={"help": "Seed for the new vocabulary rows."})
+    speech_init: str = field(
+        default="auto",
+        metadata={"help": "New speech rows: mean (mean text embedding + noise) | names (the text embedding of each "
+                          "unit's written name: a phonetic tokenizer's phoneme symbols) | auto (names when the speech "
+                          "tokenizer has them)."},
+    )
     # LoRA
     lora_rank: str = field(
         default="auto", metadata={"help": "LoRA rank, or 'auto': match the trainable count of the MDU config above."}

@@ -31,14 +31,19 @@ class MethodContext:
     model_kwargs: dict = field(default_factory=dict)  # dtype, attn_implementation ... for from_pretrained
     text_tokenizer: object = None
     importance_texts: list[str] | None = None  # texts for importance computed at start
+    speech_unit_names: list[str] | None = None  # written names of the speech units (phonetic tokenizer's phonemes)
 
 
 def _upscale(ctx: MethodContext, num_added_layers=None, added_after=None, freeze=True) -> MDUSpeechForCausalLM:
     a = ctx.method_args
+    if a.speech_init not in ("auto", "mean", "names"):
+        raise ValueError(f"speech_init must be auto, mean or names, got {a.speech_init!r}")
+    if a.speech_init == "names" and not ctx.speech_unit_names:
+        raise ValueError("speech_init='names' needs a speech tokenizer whose units have names (backend 'phonetic')")
     extra = dict(cgmlp_conv_kernel=a.cgmlp_conv_kernel, merge_conv_kernel=a.merge_conv_kernel)
     if a.cgmlp_units is not None:
         extra["cgmlp_units"] = a.cgmlp_units
-    return MDUSpeechForCausalLM.from_text_model(
+    model = MDUSpeechForCausalLM.from_text_model(
         ctx.base_model,
         placement=a.placement,
         layer_type=a.layer_type,
@@ -52,6 +57,9 @@ def _upscale(ctx: MethodContext, num_added_layers=None, added_after=None, freeze
         **extra,
         **ctx.model_kwargs,
     )
+    if a.speech_init != "mean" and ctx.speech_unit_names:
+        model.init_speech_units_from_text(ctx.text_tokenizer, ctx.speech_unit_names)
+    return model
 
 
 def _mdu_fields(a) -> dict:

@@ -7,6 +7,7 @@ import torch
 from eval.asr import error_rates, listening_check
 
 BASE = "cache/base/SmolLM2-135M-Instruct"
+DEMO_TOKENIZER = "outputs/demo/speech_tokenizer"  # another one: add `--speech_tokenizer DIR` (the last flag wins)
 
 
 def demo_flags(dataset, speech_tokenizer, output_dir, steps, *extra):

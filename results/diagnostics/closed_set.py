@@ -12,10 +12,10 @@ import datasets
 
 sys.path.insert(0, "results/diagnostics")
 import train_hf
-from _common import demo_flags, score, transcribe
+from _common import DEMO_TOKENIZER, demo_flags, score, transcribe
 
 data, out, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
-trainer = train_hf.main(demo_flags(data, "outputs/demo/speech_tokenizer", out, steps, *sys.argv[4:]))
+trainer = train_hf.main(demo_flags(data, DEMO_TOKENIZER, out, steps, *sys.argv[4:]))
 for split in ("test_seen", "test"):
     ds = datasets.load_from_disk(data)[split].select(range(60))
     score(split, list(ds["text"]), transcribe(trainer, ds["audio"]))

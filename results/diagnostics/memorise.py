@@ -9,10 +9,10 @@ import datasets
 
 sys.path.insert(0, "results/diagnostics")
 import train_hf
-from _common import demo_flags, score, transcribe
+from _common import DEMO_TOKENIZER, demo_flags, score, transcribe
 
 out, steps, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 data = "cache/data/espeak-demo"
-trainer = train_hf.main(demo_flags(data, "outputs/demo/speech_tokenizer", out, steps, "--max_train_examples", str(n), *sys.argv[4:]))
+trainer = train_hf.main(demo_flags(data, DEMO_TOKENIZER, out, steps, "--max_train_examples", str(n), *sys.argv[4:]))
 ds = datasets.load_from_disk(data)["train"].select(range(n))
 score(f"memorised {n}", list(ds["text"]), transcribe(trainer, ds["audio"]))

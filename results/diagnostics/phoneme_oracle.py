@@ -4,38 +4,30 @@ model on those, and greedy-decode the test split from them.
 
     PYTHONPATH=. python results/diagnostics/phoneme_oracle.py cache/data/espeak-demo outputs/diag-oracle 400 --bf16 true
 """
-import re
-import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 
 import datasets
 
 sys.path.insert(0, "results/diagnostics")
 import train_hf
-from _common import demo_flags, score_units, use_units_by_id
+from fit_phonetic_tokenizer import espeak_phonemes
+from _common import DEMO_TOKENIZER, demo_flags, score_units, use_units_by_id
 
 DATA, OUT, STEPS = sys.argv[1], sys.argv[2], int(sys.argv[3])
 corpus = datasets.load_from_disk(DATA)
 SPLITS = [s for s in ("test_seen", "test") if s in corpus]
 
 
-def phonemes(text, voice):
-    out = subprocess.run(["espeak-ng", "-q", "-x", "-v", voice], input=text.encode(), capture_output=True, check=True)
-    return re.sub(r"\s+", "", out.stdout.decode())
-
-
 strings = {}
 for split in ["train", *SPLITS]:
-    with ThreadPoolExecutor(8) as pool:
-        rows = corpus[split]
-        strings.update(zip(rows["id"], pool.map(phonemes, rows["text"], rows["voice"])))
+    rows = corpus[split]
+    strings.update(zip(rows["id"], espeak_phonemes(rows["text"], rows["voice"])))
 symbols = {c: i for i, c in enumerate(sorted(set("".join(strings.values()))))}
 assert len(symbols) <= 128, len(symbols)  # fits the demo tokenizer's 128 speech rows
 units = {key: [symbols[c] for c in s] for key, s in strings.items()}
 print(f"{len(symbols)} phoneme symbols, e.g. {next(iter(strings.values()))!r}", flush=True)
 
 use_units_by_id(units)
-trainer = train_hf.main(demo_flags(DATA, "outputs/demo/speech_tokenizer", OUT, STEPS, *sys.argv[4:]))
+trainer = train_hf.main(demo_flags(DATA, DEMO_TOKENIZER, OUT, STEPS, *sys.argv[4:]))
 for split in SPLITS:
     score_units(f"oracle {split}", trainer, corpus[split].select(range(60)), units)

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 sys.path.insert(0, "results/diagnostics")
 import train_hf
-from _common import demo_flags, score_units, use_units_by_id
+from _common import DEMO_TOKENIZER, demo_flags, score_units, use_units_by_id
 
 N_FFT, HOP, WIN = 512, 160, 400
 ALPHAS = [0.76 + 0.04 * i for i in range(13)]
@@ -70,6 +70,6 @@ for s in splits:
 
 
 use_units_by_id(units)
-trainer = train_hf.main(demo_flags(data, "outputs/demo/speech_tokenizer", out, steps, *sys.argv[4:]))
+trainer = train_hf.main(demo_flags(data, DEMO_TOKENIZER, out, steps, *sys.argv[4:]))
 for split in splits[1:]:
     score_units(f"vtln {split}", trainer, corpus[split].select(range(60)), units)
