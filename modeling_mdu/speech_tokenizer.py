@@ -138,7 +138,8 @@ class MDUSpeechTokenizer(SequenceFeatureExtractor):
 
     def set_recognizer(self, model: PhoneRecognizer) -> None:
         """Installs a trained PhoneRecognizer (backend "phonetic"), in eval mode, on the CPU."""
-        expected = self.new_recognizer()
+        with torch.device("meta"):  # shapes only: no memory, and no draw from the global RNG (a fit's dropout)
+            expected = self.new_recognizer()
         missing = set(expected.state_dict()) ^ set(model.state_dict())
         if missing or expected.head.out_features != model.head.out_features:
             raise ValueError(f"recognizer does not match this tokenizer's shape (differs in {sorted(missing)[:4]} or "

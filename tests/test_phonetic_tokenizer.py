@@ -74,6 +74,16 @@ def test_padded_frames_do_not_change_logits():
     assert n.item() == 6 and torch.allclose(alone[0, :6], padded[0, :6], atol=1e-6)
 
 
+def test_installing_a_recognizer_leaves_the_global_rng_alone():
+    """fit_phonetic_tokenizer installs the model for each evaluation mid-training: that must not change the dropout
+    masks that follow (so a fit with evaluations equals one without)."""
+    tok = MDUSpeechTokenizer(backend="phonetic", codebook_size=3, phonemes=list("abc"), **TINY)
+    model = tok.new_recognizer()
+    state = torch.get_rng_state()
+    tok.set_recognizer(model)
+    assert torch.equal(state, torch.get_rng_state())
+
+
 def test_save_load_and_remote_code(tmp_path, speech, fitted):
     from transformers import AutoFeatureExtractor
 
