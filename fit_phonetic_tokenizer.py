@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from modeling_mdu import MDUSpeechTokenizer
+from modeling_mdu.phone_recognizer import PhoneRecognizer
 
 logger = logging.getLogger("fit_phonetic_tokenizer")
 
@@ -119,7 +120,7 @@ def fit_phonetic_tokenizer(
     labels = [[index[c] for c in s] for s in strings]
 
     feats = _features(tok, audio, sampling_rate, "phonetic tokenizer: features")
-    frames = [int(tok.new_recognizer().output_lengths(torch.tensor(len(f)))) for f in feats]
+    frames = PhoneRecognizer.output_lengths(torch.tensor([len(f) for f in feats])).tolist()
     usable = [i for i in range(len(feats)) if _ctc_feasible(labels[i], frames[i])]
     if len(usable) < len(feats):
         skipped = sorted(set(range(len(feats))) - set(usable))

@@ -129,9 +129,11 @@ def _asr_rows(asr: dict, flat_source: dict, flat: dict, rows: list) -> list[Eval
         entries.append(EvalResult(task_type="automatic-speech-recognition", dataset_type=data, dataset_name=data,
                                   dataset_split=split, metric_type="cer", metric_name="CER (%)", metric_value=round(100 * cer, 2)))
     n = asr.get("num_utterances")
+    flat["asr_data"] = f"{data}:{split} (n={n})"  # as eval/report.py's column, which reads this block
     rows.append(f"| ASR WER (%) | {100 * wer:.2f} | {data}{':' + split if split else ''}{f' ({n} utterances)' if n else ''} |")
     check = asr.get("listening_check")
     if check:  # eval/asr.py: does the model listen, or say its text prior to every input?
+        flat["distinct_hyps"] = check["distinct_hypotheses"]
         rows.append(f"| distinct hypotheses | {check['distinct_hypotheses']} of {n} | same utterances |")
         rows.append(f"| WER (%) of always answering the most common hypothesis | "
                     f"{100 * check['wer_if_always_most_common']:.2f} | same utterances |")

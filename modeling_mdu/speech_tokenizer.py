@@ -1,6 +1,6 @@
-"""MDUSpeechTokenizer: audio -> discrete speech units (indices 0..K-1) by nearest k-means centroid.
+"""MDUSpeechTokenizer: audio -> discrete speech units (indices 0..K-1): k-means units, phonemes, or codec codes.
 
-Backends (frame features that are then quantised with a k-means codebook):
+Backends (all but `phonetic` and `codec` quantise frame features with a k-means codebook):
 - `mel` (default, offline): log-mel frames from a batched STFT. With `stack_frames` = s > 1 the STFT runs at
   s * `frame_rate` Hz and s consecutive frames are concatenated into one `frame_rate` Hz feature (no audio between
   windows is skipped at low unit rates); with `n_mfcc` = c > 0 each frame keeps only its first c cepstral
@@ -29,6 +29,7 @@ Fit one with `fit_speech_tokenizer.py` (top level, sklearn MiniBatchKMeans). Eve
 """
 
 import copy
+import hashlib
 import os
 import shutil
 
@@ -146,6 +147,19 @@ class MDUSpeechTokenizer(SequenceFeatureExtractor):
                              f"its {model.head.out_features} outputs vs 1 + {len(self.phonemes)} phonemes)")
         self._recognizer = model.float().cpu().eval()
 
+    def state_digest(self) -> str:
+        """SHA-256 of the fitted state (codebook, global statistics, recognizer weights): with the config, what
+        decides the units. Caches of computed units key on it (two fits with one config give other units)."""
+        h = hashlib.sha256()
+        tensors = {"codebook": self._codebook, "mean": self._mean, "std": self._std}
+        if self._recognizer is not None:
+            tensors.update({f"recognizer.{k}": v for k, v in self._recognizer.state_dict().items()})
+        for name, t in sorted(tensors.items()):
+            if t is not None:
+                h.update(name.encode())
+                h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()
+
     def units_to_phonemes(self, units) -> str:
         """Phonetic units -> their phoneme symbols, joined (for reading)."""
         if self.phonemes is None:
@@ -208,8 +222,9 @@ class MDUSpeechTokenizer(SequenceFeatureExtractor):
         if tok.backend == "phonetic":
             path = cached_file(pretrained_model_name_or_path, RECOGNIZER_NAME, _raise_exceptions_for_missing_entries=False, **hub)
             if path is not None:
-                model = tok.new_recognizer()
-                model.load_state_dict(load_file(path))
+                with torch.device("meta"):  # no random init to overwrite (and no draw from the global RNG)
+                    model = tok.new_recognizer()
+                model.load_state_dict(load_file(path), assign=True)
                 tok.set_recognizer(model)
         return tok
 

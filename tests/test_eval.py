@@ -251,6 +251,7 @@ def test_model_card_front_matter_carries_results(tmp_path):
     assert wers == [(12.5, "cache/data/espeak"), (50.0, "espeak seen")] and metrics["text_delta"][0] == -1.5
     assert meta["mdu"]["trainable_params"] == model.parameter_report()["trainable"]
     assert meta["mdu"]["wer"] == 12.5  # the headline number is the first (`asr`) summary's
+    assert meta["mdu"]["distinct_hyps"] == 37 and meta["mdu"]["asr_data"] == "cache/data/espeak:test (n=40)"
     body = path.read_text()
     assert "trust_remote_code=True" in body and "learning_rate=0.0001" in body and "## Limitations" in body
     assert "| distinct hypotheses | 37 of 40 |" in body and "most common hypothesis | 90.00 |" in body

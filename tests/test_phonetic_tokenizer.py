@@ -84,6 +84,25 @@ def test_installing_a_recognizer_leaves_the_global_rng_alone():
     assert torch.equal(state, torch.get_rng_state())
 
 
+def test_units_cache_key_follows_the_recognizer_weights():
+    """train_hf caches computed units (datasets.map) under a key: two fits with one config must not share it (the
+    demo once trained on the previous fit's units that way)."""
+    from types import SimpleNamespace
+
+    from training.data import _tokenizer_fingerprint
+
+    def fitted(seed):
+        tok = MDUSpeechTokenizer(backend="phonetic", codebook_size=3, phonemes=list("abc"), **TINY)
+        torch.manual_seed(seed)
+        tok.set_recognizer(tok.new_recognizer())
+        return tok
+
+    key = lambda tok: _tokenizer_fingerprint(SimpleNamespace(feature_extractor=tok, speech_token_start=5))  # noqa: E731
+    a, b = fitted(0), fitted(1)
+    assert a.to_json_string() == b.to_json_string() and key(a) != key(b)
+    assert key(fitted(0)) == key(a)
+
+
 def test_save_load_and_remote_code(tmp_path, speech, fitted):
     from transformers import AutoFeatureExtractor
 

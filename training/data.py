@@ -12,7 +12,6 @@ fingerprint (source fingerprint + speech tokenizer settings and codebook), so on
 cached and a second run or epoch does not tokenize again. Streaming datasets map lazily (each pass re-tokenizes).
 """
 
-import hashlib
 import logging
 import os
 from pathlib import Path
@@ -87,10 +86,9 @@ def load_asr_dataset(source: str, split: str = "train", config: str | None = Non
 
 
 def _tokenizer_fingerprint(processor) -> str:
+    """Config + fitted state (codebook, recognizer weights) + unit offset: equal only when the units are."""
     fe = processor.feature_extractor
-    codebook = getattr(fe, "_codebook", None)
-    digest = hashlib.sha256(codebook.numpy().tobytes()).hexdigest() if codebook is not None else "none"
-    return Hasher.hash([fe.to_json_string(), digest, processor.speech_token_start])
+    return Hasher.hash([fe.to_json_string(), fe.state_digest(), processor.speech_token_start])
 
 
 def add_speech_units(ds, processor, audio_column: str = "audio", text_column: str = "text", num_proc: int | None = None,
