@@ -251,8 +251,8 @@ def main(argv=None):
     report = build_report([model_dir], out / "report", overwrite=True)
     done("8. export: model card, report, plot")
     hardware = torch.cuda.get_device_name() if gpu else f"{cpu_name()}, {torch.get_num_threads()} threads, {'bf16' if cfg.get('bf16') else 'fp32'}"
-    results.update(hardware=hardware, speech_tokenizer=tokenizer_summary, stage_seconds=STAGE_TIMES, total_seconds=round(time.perf_counter() - t0, 1),
-                   settings=cfg, parameters=model.parameter_report())
+    results.update(hardware=hardware, speech_tokenizer=tokenizer_summary, stage_seconds=STAGE_TIMES,
+                   total_seconds=round(time.perf_counter() - t0, 1), settings=cfg, parameters=model.parameter_report())
     write_json(out / "results.json", results)
 
     r = results

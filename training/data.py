@@ -8,7 +8,7 @@ Sources (`--dataset`):
     or a Hub dataset id (`--dataset_config`, `--streaming` for IterableDataset).
 
 Speech units are computed once with `datasets.map` (batched, `num_proc` workers). The map carries an explicit
-fingerprint (source fingerprint + speech tokenizer settings and codebook), so on Arrow-backed datasets the result is
+fingerprint (source fingerprint + speech tokenizer settings and fitted state), so on Arrow-backed datasets the result is
 cached and a second run or epoch does not tokenize again. Streaming datasets map lazily (each pass re-tokenizes).
 """
 
