@@ -149,7 +149,6 @@ def main(argv=None):
 
     stage("3. speech tokenizer (CTC phoneme recognizer)")
     from fit_phonetic_tokenizer import fit_phonetic_tokenizer
-    from modeling_mdu import MDUSpeechTokenizer
 
     tok_dir = out / "speech_tokenizer"
     if not (tok_dir / "speech_phone_recognizer.safetensors").is_file():
@@ -214,8 +213,8 @@ def main(argv=None):
         untrained = MDUSpeechForCausalLM.from_text_model(
             base_dir, placement=args.placement, layer_type=args.layer_type, speech_vocab_size=model.config.speech_vocab_size
         ).eval().to(device)
-        untrained_proc = MDUSpeechProcessor.from_model_config(
-            untrained.config, MDUSpeechTokenizer.from_pretrained(tok_dir), AutoTokenizer.from_pretrained(base_dir))
+        untrained_proc = MDUSpeechProcessor.from_model_config(  # the trained model's speech tokenizer, already loaded
+            untrained.config, processor.feature_extractor, AutoTokenizer.from_pretrained(base_dir))
         untrained.init_speech_units_from_text(untrained_proc.tokenizer, untrained_proc.feature_extractor.phonemes)  # as train_hf
         results["asr_untrained"] = evaluate_asr(untrained, untrained_proc, corpus["test"], split="test",
                                                 output_dir=out / "eval" / "untrained", **asr)

@@ -37,11 +37,16 @@ def transcribe(trainer, audio):
 
 
 def use_units_by_id(units: dict):
-    """Make train_hf.py train on precomputed speech units ({row id: [unit, ...]}) instead of the tokenizer's."""
+    """Make train_hf.py train on precomputed speech units ({row id: [unit, ...]}) instead of the tokenizer's (which
+    then only sets the number of unit rows; run with `--speech_init mean`: its unit names are not these units)."""
     import train_hf
 
     def add_units(ds, processor, audio_column="audio", text_column="text", num_proc=None, batch_size=16):
-        start = processor.speech_token_start
+        start, rows = processor.speech_token_start, processor.feature_extractor.codebook_size
+        top = max(max(u, default=0) for u in units.values())
+        if top >= rows:
+            raise ValueError(f"precomputed units reach {top}, but the speech tokenizer gives the model only {rows} unit "
+                             "rows: pass --speech_tokenizer with a larger one")
         return ds.map(lambda b: {"unit_ids": [[start + u for u in units[i]] for i in b["id"]], "text": b["text"]},
                       batched=True, remove_columns=[c for c in ds.column_names if c != "text"])
 

@@ -70,6 +70,6 @@ for s in splits:
 
 
 use_units_by_id(units)
-trainer = train_hf.main(demo_flags(data, DEMO_TOKENIZER, out, steps, *sys.argv[4:]))
+trainer = train_hf.main(demo_flags(data, DEMO_TOKENIZER, out, steps, "--speech_init", "mean", *sys.argv[4:]))
 for split in splits[1:]:
     score_units(f"vtln {split}", trainer, corpus[split].select(range(60)), units)
