@@ -16,6 +16,7 @@ from transformers import AutoTokenizer, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from modeling_mdu import MDUSpeechProcessor, MDUSpeechTokenizer
+from modeling_mdu.hf_compat import checkpointing_requested, set_checkpointing_kwargs
 from training.arguments import parse_args
 from training.collator import ASRCollator
 from training.data import add_speech_units, drop_long, load_asr_dataset, load_text_dataset, mix_text
@@ -69,8 +70,8 @@ def main(argv=None, callbacks=None):
     logging.basicConfig(level=logging.INFO if args.should_log else logging.WARNING)
     set_seed(args.seed)
     args.remove_unused_columns = False  # the collator needs unit_ids + text
-    if args.gradient_checkpointing and args.gradient_checkpointing_kwargs is None:
-        args.gradient_checkpointing_kwargs = {"use_reentrant": False}  # frozen layers: reentrant checkpointing breaks
+    if checkpointing_requested(args):  # frozen layers: reentrant checkpointing breaks
+        set_checkpointing_kwargs(args, {"use_reentrant": False})
     if args.ddp_find_unused_parameters is None:  # E-Branchformer local branches / bypassed layers idle on text-only batches
         args.ddp_find_unused_parameters = method_args.method == "mdu" and (
             method_args.layer_type == "e_branchformer" or method_args.text_bypass or data_args.text_mix_ratio > 0)

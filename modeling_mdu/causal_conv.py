@@ -21,14 +21,16 @@ class CausalDepthwiseConv1d(nn.Module):
     def forward(self, x: torch.Tensor, cache_layer=None) -> torch.Tensor:
         """x: [batch, time, channels] -> [batch, time, channels]."""
         x = x.transpose(1, 2)
-        context = self.kernel_size - 1
+        context, length = self.kernel_size - 1, x.shape[-1]
         if context > 0:
-            if cache_layer is None:
-                x = F.pad(x, (context, 0))
-            else:
-                first = not cache_layer.has_previous_state[self.state_idx]
-                full = cache_layer.update_conv_state(x, state_idx=self.state_idx, conv_kernel_size=context)
-                x = F.pad(x, (context, 0)) if first else full
+            if cache_layer is not None and cache_layer.has_previous_state[self.state_idx]:
+                # cached left context + x; while generate() records past states (assisted decoding, so that it can
+                # roll them back) the cache holds more history than the kernel needs, or less after a short prompt
+                x = cache_layer.update_conv_state(x, state_idx=self.state_idx, conv_kernel_size=context)
+                x = x[..., -(length + context) :]
+            elif cache_layer is not None:  # prefill: store the context for the next step
+                cache_layer.update_conv_state(x, state_idx=self.state_idx, conv_kernel_size=context)
+            x = F.pad(x, (length + context - x.shape[-1], 0))
         return self.conv(x).transpose(1, 2)
 
     def advance(self, batch: int, length: int, cache_layer, like: torch.Tensor) -> None:

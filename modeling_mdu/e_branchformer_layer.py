@@ -23,6 +23,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.models.llama.modeling_llama import LlamaAttention, LlamaMLP, LlamaRMSNorm
 
 from .causal_conv import CausalDepthwiseConv1d
+from .hf_compat import cache_kwarg, take_cache
 
 CSGU_CONV_STATE, MERGE_CONV_STATE = 0, 1
 
@@ -68,10 +69,10 @@ class EBranchformerLayer(GradientCheckpointingLayer):
         self.post_attention_layernorm = LlamaRMSNorm(d, eps=config.rms_norm_eps)
         self.mlp = LlamaMLP(config)
 
-    def _cache_layer(self, past_key_values):
-        if past_key_values is None:
+    def _cache_layer(self, cache):
+        if cache is None:
             return None
-        layers = getattr(past_key_values, "layers", [])
+        layers = getattr(cache, "layers", [])
         layer = layers[self.layer_idx] if self.layer_idx < len(layers) else None
         if not hasattr(layer, "update_conv_state"):
             raise ValueError(
@@ -90,19 +91,21 @@ class EBranchformerLayer(GradientCheckpointingLayer):
         use_cache: bool | None = False,
         position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
         speech_mask: torch.Tensor | None = None,
+        cache=None,
         **kwargs,
     ) -> torch.Tensor:
         if speech_mask is None:
             raise ValueError("EBranchformerLayer needs speech_mask (bool [batch, seq]): which positions are speech")
-        cache_layer = self._cache_layer(past_key_values)
+        cache = take_cache(past_key_values, cache)
+        cache_layer = self._cache_layer(cache)
         residual = hidden_states
         h_global, _ = self.self_attn(
             hidden_states=self.input_layernorm(hidden_states),
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
             use_cache=use_cache,
             position_embeddings=position_embeddings,
+            **cache_kwarg(cache),
             **kwargs,
         )
         if bool(speech_mask.any()):

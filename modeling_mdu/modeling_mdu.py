@@ -17,6 +17,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRMSNorm, LlamaRotaryEmbedding
 
 from .e_branchformer_layer import ConvolutionalSpatialGatingUnit, EBranchformerLayer
+from .hf_compat import cache_kwarg, output_cache, take_cache
 from .remote_code import AUTO_MAP, CUSTOM_PIPELINES, export_remote_code
 from .speech_vocab import MDUEmbedding, MDULMHead, init_new_rows, init_rows_from_text
 from .transformer_layer import MDUTransformerLayer
@@ -38,7 +39,7 @@ class MDUSpeechPreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     supports_gradient_checkpointing = True
     _no_split_modules = ["LlamaDecoderLayer", "MDUTransformerLayer", "EBranchformerLayer"]
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = ["past_key_values", "cache"]
     _supports_flash_attn = True
     _supports_sdpa = True
     _supports_flex_attn = True
@@ -107,18 +108,18 @@ class MDUSpeechModel(MDUSpeechPreTrainedModel):
                 f"max {int(input_ids.max())}"
             )
 
-    def _added_layers_gate(self, speech_mask, past_key_values):
+    def _added_layers_gate(self, speech_mask, cache):
         """With `text_bypass`, which sequences run the added layers ([batch] bool), else None (all do).
         In cached generation the decision is made on the prompt and kept in the cache for the later steps."""
         if not self.config.text_bypass:
             return None
-        if past_key_values is not None and past_key_values.get_seq_length() > 0:
-            gate = getattr(past_key_values, "mdu_has_speech", None)
+        if cache is not None and cache.get_seq_length() > 0:
+            gate = getattr(cache, "mdu_has_speech", None)
             if gate is not None:
                 return gate
         gate = speech_mask.any(dim=1)
-        if past_key_values is not None:
-            past_key_values.mdu_has_speech = gate
+        if cache is not None:
+            cache.mdu_has_speech = gate
         return gate
 
     def forward(
@@ -131,10 +132,13 @@ class MDUSpeechModel(MDUSpeechPreTrainedModel):
         use_cache: bool | None = None,
         speech_mask: torch.BoolTensor | None = None,
         output_hidden_states: bool | None = None,
+        cache: Cache | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPast:
         r"""speech_mask (`torch.BoolTensor` [batch, seq]): which positions hold speech tokens. Derived from
-        `input_ids` (ids >= text_vocab_size); needed with `inputs_embeds` when the added layers use it."""
+        `input_ids` (ids >= text_vocab_size); needed with `inputs_embeds` when the added layers use it.
+        The cache may come as `past_key_values` or as `cache` (transformers >= 5.24); see hf_compat.py."""
+        cache = take_cache(past_key_values, cache)
         if (input_ids is None) ^ (inputs_embeds is not None):
             raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
         for key in _NOT_FOR_LAYERS:
@@ -151,20 +155,20 @@ class MDUSpeechModel(MDUSpeechPreTrainedModel):
             # padded positions are never speech, whatever id they hold: the convolutions must not see them
             speech_mask = speech_mask & attention_mask[:, -speech_mask.shape[1] :].bool()
         use_cache = self.config.use_cache if use_cache is None else use_cache
-        if use_cache and past_key_values is None:
-            past_key_values = DynamicCache(config=self.config)
+        if use_cache and cache is None:
+            cache = DynamicCache(config=self.config)
         if position_ids is None:
-            past_seen = past_key_values.get_seq_length() if past_key_values is not None else 0
+            past_seen = cache.get_seq_length() if cache is not None else 0
             position_ids = (torch.arange(inputs_embeds.shape[1], device=inputs_embeds.device) + past_seen).unsqueeze(0)
 
         causal_mask = create_causal_mask(
             config=self.config,
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
-            past_key_values=past_key_values,
             position_ids=position_ids,
+            **cache_kwarg(cache),
         )
-        gate = self._added_layers_gate(speech_mask, past_key_values) if self.config.num_added_layers else None
+        gate = self._added_layers_gate(speech_mask, cache) if self.config.num_added_layers else None
         run_none = gate is not None and not bool(gate.any())
         run_all = gate is None or bool(gate.all())
 
@@ -175,8 +179,8 @@ class MDUSpeechModel(MDUSpeechPreTrainedModel):
             attention_mask=causal_mask,
             position_embeddings=position_embeddings,
             position_ids=position_ids,
-            past_key_values=past_key_values,
             use_cache=use_cache,
+            **cache_kwarg(cache),
             **kwargs,
         )
         for layer, added in zip(self.layers, self.config.layer_is_added):
@@ -192,7 +196,7 @@ class MDUSpeechModel(MDUSpeechPreTrainedModel):
             all_hidden_states.append(hidden_states)
         return BaseModelOutputWithPast(
             last_hidden_state=hidden_states,
-            past_key_values=past_key_values if use_cache else None,
+            **cache_kwarg(cache if use_cache else None),
             hidden_states=tuple(all_hidden_states) if all_hidden_states is not None else None,
         )
 
@@ -233,6 +237,7 @@ class MDUSpeechForCausalLM(MDUSpeechPreTrainedModel, GenerationMixin):
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         speech_mask: torch.BoolTensor | None = None,
+        cache: Cache | None = None,
         **kwargs,
     ) -> CausalLMOutputWithPast:
         r"""labels: as for any HF causal LM (aligned with input_ids, -100 = ignored; shifted inside).
@@ -240,11 +245,12 @@ class MDUSpeechForCausalLM(MDUSpeechPreTrainedModel, GenerationMixin):
         predict a label; `logits` is then that [num_labels, vocab] tensor."""
         num_items_in_batch = kwargs.pop("num_items_in_batch", None)
         return_dict = kwargs.pop("return_dict", None)
+        cache = take_cache(past_key_values, cache)
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=cache,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             speech_mask=speech_mask,
@@ -265,7 +271,7 @@ class MDUSpeechForCausalLM(MDUSpeechPreTrainedModel, GenerationMixin):
                     logits=logits, labels=labels, vocab_size=self.config.vocab_size, num_items_in_batch=num_items_in_batch
                 )
         out = CausalLMOutputWithPast(
-            loss=loss, logits=logits, past_key_values=outputs.past_key_values, hidden_states=outputs.hidden_states
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, **cache_kwarg(output_cache(outputs))
         )
         return out.to_tuple() if return_dict is False else out
 

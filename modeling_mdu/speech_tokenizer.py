@@ -28,6 +28,7 @@ Fit one with `fit_speech_tokenizer.py` (top level, sklearn MiniBatchKMeans). Eve
     units = tok(["a.wav", np_array], sampling_rate=16000)   # list of int64 arrays
 """
 
+import contextvars
 import copy
 import hashlib
 import os
@@ -41,15 +42,17 @@ from transformers import SequenceFeatureExtractor
 from transformers.utils import cached_file
 
 from .audio_io import load_audio_batch
+from .hf_compat import pretrained_source_from_caller
 from .phone_recognizer import PhoneRecognizer
 
 CODEBOOK_NAME = "speech_codebook.safetensors"
 ENCODER_SUBFOLDER = "speech_encoder"
 AUTO_MAP = {"AutoFeatureExtractor": "speech_tokenizer.MDUSpeechTokenizer"}
 RECOGNIZER_NAME = "speech_phone_recognizer.safetensors"
-CODE_FILES = ("speech_tokenizer.py", "audio_io.py", "phone_recognizer.py")  # what AutoFeatureExtractor(trust_remote_code=True) needs
+CODE_FILES = ("speech_tokenizer.py", "audio_io.py", "phone_recognizer.py", "hf_compat.py")  # what AutoFeatureExtractor(trust_remote_code=True) needs
 BACKENDS = ("mel", "phonetic", "ssl", "codec")
 NORMALIZE = ("utterance", "global", "none")
+_IN_FROM_PRETRAINED = contextvars.ContextVar("mdu_speech_tokenizer_from_pretrained", default=False)
 _HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder", "proxies")
 
 
@@ -213,20 +216,37 @@ class MDUSpeechTokenizer(SequenceFeatureExtractor):
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
         hub = {k: kwargs[k] for k in _HUB_KWARGS if kwargs.get(k) is not None}
-        tok = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
-        tok._source = (os.fspath(pretrained_model_name_or_path), hub)
+        token = _IN_FROM_PRETRAINED.set(True)
+        try:
+            tok = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        finally:
+            _IN_FROM_PRETRAINED.reset(token)
+        tok._load_weights(pretrained_model_name_or_path, hub)
+        return tok
+
+    @classmethod
+    def from_dict(cls, feature_extractor_dict, **kwargs):
+        out = super().from_dict(feature_extractor_dict, **kwargs)
+        source = None if _IN_FROM_PRETRAINED.get() else pretrained_source_from_caller()
+        if source is not None:  # AutoFeatureExtractor of transformers >= 5.25 (see hf_compat.py)
+            (out[0] if isinstance(out, tuple) else out)._load_weights(*source)
+        return out
+
+    def _load_weights(self, pretrained_model_name_or_path, hub: dict) -> None:
+        """Codebook / recognizer weights from the files next to preprocessor_config.json (when there are any)."""
+        hub = {k: v for k, v in hub.items() if k in _HUB_KWARGS and v is not None}
+        self._source = (os.fspath(pretrained_model_name_or_path), hub)
         path = cached_file(pretrained_model_name_or_path, CODEBOOK_NAME, _raise_exceptions_for_missing_entries=False, **hub)
         if path is not None:
             t = load_file(path)
-            tok.set_codebook(t["codebook"], t.get("mean"), t.get("std"))
-        if tok.backend == "phonetic":
+            self.set_codebook(t["codebook"], t.get("mean"), t.get("std"))
+        if self.backend == "phonetic":
             path = cached_file(pretrained_model_name_or_path, RECOGNIZER_NAME, _raise_exceptions_for_missing_entries=False, **hub)
             if path is not None:
                 with torch.device("meta"):  # no random init to overwrite (and no draw from the global RNG)
-                    model = tok.new_recognizer()
+                    model = self.new_recognizer()
                 model.load_state_dict(load_file(path), assign=True)
-                tok.set_recognizer(model)
-        return tok
+                self.set_recognizer(model)
 
     @property
     def encoder(self):

@@ -35,6 +35,25 @@ def drop_quantization_config(model):
     return model
 
 
+def gguf_special_tokens(gguf_path) -> dict[str, str]:
+    """{"bos_token": ..., "eos_token": ..., ...} as the GGUF file's metadata names them (ids into its token list)."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(gguf_path))
+    field = reader.fields.get("tokenizer.ggml.tokens")
+    if field is None:
+        return {}
+    tokens = [bytes(field.parts[i]).decode("utf-8") for i in field.data]
+    special = {}
+    keys = {"bos_token": "bos_token_id", "eos_token": "eos_token_id", "unk_token": "unknown_token_id",
+            "pad_token": "padding_token_id"}  # GGUF's key names (gguf.Keys.Tokenizer)
+    for name, key in keys.items():
+        f = reader.fields.get(f"tokenizer.ggml.{key}")
+        if f is not None:
+            special[name] = tokens[int(f.parts[f.data[0]][0])]
+    return special
+
+
 def convert_gguf(gguf_path: str | os.PathLike, output_dir: str | os.PathLike):
     """Load `gguf_path` with transformers (dequantising it) and save model + tokenizer + generation config as safetensors;
     returns (model, tokenizer)."""
@@ -46,6 +65,10 @@ def convert_gguf(gguf_path: str | os.PathLike, output_dir: str | os.PathLike):
         raise FileNotFoundError(f"GGUF file not found: {gguf_path}")
     model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    # the file's own special tokens: transformers 5.17's GGUF Llama tokenizer converter swaps bos and eos
+    for name, token in gguf_special_tokens(gguf_path).items():
+        if getattr(tokenizer, name) != token:
+            setattr(tokenizer, name, token)
     drop_quantization_config(model)
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id

@@ -195,12 +195,12 @@ def write_tiny_gguf(model, path):
     w.add_rope_freq_base(c.rope_parameters["rope_theta"])
     w.add_rope_dimension_count(c.hidden_size // c.num_attention_heads)
     w.add_vocab_size(c.vocab_size)
-    tokens = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"] + [chr(i) for i in range(33, 127)] + ["Ġ", "Ġt"]
+    tokens = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"] + [chr(i) for i in range(33, 127)] + ["Ġ", "Ġt", "he"]
     tokens += [f"<extra_{i}>" for i in range(c.vocab_size - len(tokens))]
     w.add_tokenizer_model("gpt2")
     w.add_token_list(tokens)
     w.add_token_types([3] * 3 + [1] * (len(tokens) - 3))
-    w.add_token_merges(["Ġ t"])
+    w.add_token_merges(["Ġ t", "h e"])  # two: transformers 5.17 reads a one-element GGUF array as a bare string
     w.add_bos_token_id(1), w.add_eos_token_id(2), w.add_unk_token_id(0), w.add_pad_token_id(2)
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, c.num_hidden_layers)
     for name, t in model.state_dict().items():
@@ -241,10 +241,9 @@ def test_convert_gguf_roundtrip_is_exact(tmp_path):
 
 def test_drop_quantization_config():
     from tiny_models import tiny_base
-    from transformers import GgufConfig
 
     model = tiny_base()
-    model.config.quantization_config = GgufConfig(gguf_file="x.gguf")
+    model.config.quantization_config = {"quant_method": "gguf"}  # what from_pretrained(gguf_file=...) leaves there
     model.hf_quantizer, model.is_quantized = object(), True
     drop_quantization_config(model)
     assert not hasattr(model.config, "quantization_config") and model.hf_quantizer is None and not model.is_quantized
