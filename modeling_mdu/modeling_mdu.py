@@ -5,6 +5,7 @@ Build one from a text LLM with `MDUSpeechForCausalLM.from_text_model(...)`; get 
 """
 
 import copy
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +32,13 @@ except ImportError:  # source tree
 ADDED_LAYER_CLASSES = {"transformer": MDUTransformerLayer, "e_branchformer": EBranchformerLayer}
 # Keyword arguments the HF Trainer / generate may pass that are not meant for the attention kernels.
 _NOT_FOR_LAYERS = ("num_items_in_batch", "return_dict", "output_attentions", "output_hidden_states", "cache_position")
+
+
+@dataclass
+class MDUSpeechModelOutput(BaseModelOutputWithPast):
+    r"""text_only_rows (`torch.BoolTensor` [batch], with `text_bypass`): the sequences that skipped the added layers."""
+
+    text_only_rows: torch.BoolTensor | None = None
 
 
 class MDUSpeechPreTrainedModel(PreTrainedModel):
@@ -168,7 +176,7 @@ class MDUSpeechModel(MDUSpeechPreTrainedModel):
             position_ids=position_ids,
             **cache_kwarg(cache),
         )
-        gate = self._added_layers_gate(speech_mask, cache) if self.config.num_added_layers else None
+        gate = self._added_layers_gate(speech_mask, cache)
         run_none = gate is not None and not bool(gate.any())
         run_all = gate is None or bool(gate.all())
 
@@ -194,10 +202,11 @@ class MDUSpeechModel(MDUSpeechPreTrainedModel):
         hidden_states = self.norm(hidden_states)
         if all_hidden_states is not None:
             all_hidden_states.append(hidden_states)
-        return BaseModelOutputWithPast(
+        return MDUSpeechModelOutput(
             last_hidden_state=hidden_states,
             **cache_kwarg(cache if use_cache else None),
             hidden_states=tuple(all_hidden_states) if all_hidden_states is not None else None,
+            text_only_rows=None if gate is None else ~gate,
         )
 
 
@@ -257,15 +266,16 @@ class MDUSpeechForCausalLM(MDUSpeechPreTrainedModel, GenerationMixin):
             **kwargs,
         )
         hidden_states = outputs.last_hidden_state
+        text_only = outputs.text_only_rows
         loss = None
         if labels is not None and self.config.logits_at_labels_only:
-            loss, logits = self._loss_at_labels(hidden_states, labels, num_items_in_batch)
+            loss, logits = self._loss_at_labels(hidden_states, labels, num_items_in_batch, text_only)
         else:
             if isinstance(logits_to_keep, int):
                 hidden_states = hidden_states[:, -logits_to_keep:, :] if logits_to_keep > 0 else hidden_states
             else:
                 hidden_states = hidden_states[:, logits_to_keep, :]
-            logits = self.lm_head(hidden_states)
+            logits = self._text_only_rows_speak_text(self.lm_head(hidden_states), text_only, (slice(None), None, None))
             if labels is not None:
                 loss = self.loss_function(
                     logits=logits, labels=labels, vocab_size=self.config.vocab_size, num_items_in_batch=num_items_in_batch
@@ -275,12 +285,24 @@ class MDUSpeechForCausalLM(MDUSpeechPreTrainedModel, GenerationMixin):
         )
         return out.to_tuple() if return_dict is False else out
 
-    def _loss_at_labels(self, hidden_states, labels, num_items_in_batch=None):
+    def _text_only_rows_speak_text(self, logits, text_only, index):
+        """With `text_bypass`, a text-only sequence is the base model, whose vocabulary has no speech tokens: their
+        logits are -inf there (so such a sequence never turns into a speech one while it is generated, and cached
+        and uncached decoding agree). `index` maps the [batch] flags onto the logits' leading dims."""
+        if text_only is None or not bool(text_only.any()):
+            return logits
+        is_speech_id = torch.arange(logits.shape[-1], device=logits.device) >= self.config.text_vocab_size
+        return logits.masked_fill(text_only[index] & is_speech_id, float("-inf"))
+
+    def _loss_at_labels(self, hidden_states, labels, num_items_in_batch=None, text_only=None):
         """Next-token loss from logits at labelled positions only: an ASR batch is mostly speech prompt, and the
         LM head over a 49k vocabulary is the costliest matmul, so this skips most of it."""
         shift_labels = labels[:, 1:].to(hidden_states.device)
         keep = shift_labels != -100
         logits = self.lm_head(hidden_states[:, :-1][keep]).float()
+        if text_only is not None:
+            rows = torch.arange(keep.shape[0], device=keep.device)[:, None].expand_as(keep)[keep]
+            logits = self._text_only_rows_speak_text(logits, text_only, (rows, None))
         targets = shift_labels[keep]
         if num_items_in_batch is None:
             loss = F.cross_entropy(logits, targets) if targets.numel() else logits.sum() * 0.0

@@ -6,6 +6,8 @@ import torch
 from tiny_models import LAYER_TYPES, PLACEMENTS, TEXT_VOCAB, perturb_added_layers, speech_prompt, tiny_mdu
 from transformers.cache_utils import DynamicCache
 
+from modeling_mdu.hf_compat import output_cache
+
 
 def _trained_like(layer_type, placement="interleaved", **kwargs):
     model = tiny_mdu(layer_type=layer_type, placement=placement, **kwargs)
@@ -95,3 +97,50 @@ def test_ebf_layers_refuse_a_cache_without_conv_states():
     plain = DynamicCache()  # no config: plain KV layers, nowhere to keep the conv states
     with pytest.raises(ValueError, match="DynamicCache\\(config=model.config\\)"):
         model(ids, past_key_values=plain, use_cache=True)
+
+
+@pytest.mark.parametrize("layer_type", LAYER_TYPES)
+@pytest.mark.parametrize("name", ["past_key_values", "cache"])
+@torch.no_grad()
+def test_forward_takes_the_cache_under_either_name(layer_type, name):
+    """transformers >= 5.24 passes the cache as `cache=`, older releases as `past_key_values=`: both must be used
+    (a forward that ignores one silently decodes without its cache), and the output carries it back."""
+    model = _trained_like(layer_type)
+    ids = speech_prompt(batch=2, units=9, text_tokens=2)
+    nxt = torch.tensor([[7], [TEXT_VOCAB + 4]])
+    full = model(torch.cat([ids, nxt], dim=1), use_cache=False).logits[:, -1]
+    cache = DynamicCache(config=model.config)
+    out = model(ids, use_cache=True, **{name: cache})
+    assert output_cache(out) is cache and cache.get_seq_length() == ids.shape[1]
+    step = model(nxt, use_cache=True, **{name: cache}).logits[:, -1]
+    assert (step - full).abs().max() <= 1e-5
+    with pytest.raises(ValueError, match="two caches"):
+        model(nxt, past_key_values=cache, cache=DynamicCache(config=model.config))
+
+
+@pytest.mark.parametrize("layer_type", LAYER_TYPES)
+@pytest.mark.parametrize("text_bypass", [False, True])
+@torch.no_grad()
+def test_assisted_decoding_equals_greedy(layer_type, text_bypass):
+    """Prompt-lookup (assisted) decoding drafts tokens, verifies them in one forward and rolls the cache back, conv
+    states included: its greedy output must be plain greedy decoding's."""
+    model = _trained_like(layer_type, text_bypass=text_bypass)
+    units = speech_prompt(batch=1, units=10, text_tokens=0)
+    ids = torch.cat([units, units[:, 1:6], torch.tensor([[5, 9, 5, 9, 5]])], dim=1)  # repeats for lookup to match
+    kw = dict(attention_mask=torch.ones_like(ids), max_new_tokens=12, min_new_tokens=12, do_sample=False, pad_token_id=0)
+    greedy = model.generate(ids, **kw)
+    assisted = model.generate(ids, prompt_lookup_num_tokens=3, **kw)
+    assert torch.equal(assisted, greedy)
+
+
+@pytest.mark.parametrize("layer_type", LAYER_TYPES)
+@torch.no_grad()
+def test_beam_search_with_text_bypass_equals_uncached(layer_type):
+    """Beam search reorders the cache; with text_bypass the gate kept on the cache must follow (speech and text rows)."""
+    model = _trained_like(layer_type, text_bypass=True)
+    speech = speech_prompt(batch=1, units=8, text_tokens=0, seed=3)[0]
+    text = torch.tensor([3, 5, 7, 9, 11, 13, 15, 17, 19, 21])
+    batch = torch.stack([speech, text])
+    kw = dict(attention_mask=torch.ones_like(batch), max_new_tokens=8, min_new_tokens=8, num_beams=3,
+              num_return_sequences=2, do_sample=False, pad_token_id=0)
+    assert torch.equal(model.generate(batch, use_cache=True, **kw), model.generate(batch, use_cache=False, **kw))

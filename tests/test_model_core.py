@@ -205,6 +205,8 @@ def test_text_bypass_is_bitwise_the_base(layer_type):
         mixed = torch.cat([text[:1], speech[:1]])
         out = model(mixed).logits
         assert torch.equal(out[0, :, :TEXT_VOCAB], base(mixed[:1]).logits[0])
+        # the base has no speech tokens: a text-only row never predicts one (so it stays text-only while generating)
+        assert torch.isneginf(out[0, :, TEXT_VOCAB:]).all() and torch.isfinite(out[1]).all()
         no_bypass = tiny_mdu(base, layer_type=layer_type, text_bypass=False)
         no_bypass.load_state_dict(model.state_dict())
         assert torch.allclose(out[1], no_bypass(mixed[1:]).logits[0], atol=1e-5)  # speech rows run the added layers
