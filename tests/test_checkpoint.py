@@ -15,7 +15,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 from modeling_mdu import MDUSpeechForCausalLM
 
 EXPECTED_PY = {"configuration_mdu.py", "placement.py", "modeling_mdu.py", "e_branchformer_layer.py", "transformer_layer.py",
-               "causal_conv.py", "speech_vocab.py", "upscaling.py", "remote_code.py"}
+               "causal_conv.py", "speech_vocab.py", "upscaling.py", "remote_code.py", "hf_compat.py"}
 
 
 def _saved(tmp_path, layer_type, tie=True):
@@ -90,6 +90,8 @@ def test_loads_without_package(tmp_path, layer_type):
         with torch.no_grad():
             torch.save({{"logits": lm(ids).logits, "hidden": base(ids).last_hidden_state,
                          "gen": lm.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=5, do_sample=False, pad_token_id=0),
+                         "gen_nocache": lm.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=5, do_sample=False,
+                                                    pad_token_id=0, use_cache=False),
                          "cls": type(lm).__module__}}, {str(tmp_path / "out.pt")!r})
     """)
     empty = tmp_path / "empty"
@@ -106,6 +108,7 @@ def test_loads_without_package(tmp_path, layer_type):
     with torch.no_grad():
         gen = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=5, do_sample=False, pad_token_id=0)
     assert torch.equal(out["gen"], gen)
+    assert torch.equal(out["gen_nocache"], gen)  # the remote code's cache is used right by this transformers' generate
 
 
 def test_resave_from_remote_code_checkpoint(tmp_path):

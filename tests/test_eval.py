@@ -280,8 +280,9 @@ def test_load_model_reads_mdu_and_lora_folders(tmp_path, tok):
     lora = get_peft_model(tiny_base(), LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
     lora.save_pretrained(tmp_path / "lora")
     tok.save_pretrained(tmp_path / "lora")
-    (tmp_path / "lora" / "adapter_config.json").write_text(
-        (tmp_path / "lora" / "adapter_config.json").read_text().replace('"base_model_name_or_path": null', f'"base_model_name_or_path": "{tmp_path / "base"}"'))
+    adapter_config = json.loads((tmp_path / "lora" / "adapter_config.json").read_text())
+    adapter_config["base_model_name_or_path"] = str(tmp_path / "base")  # a random base has no name: peft writes null or ""
+    (tmp_path / "lora" / "adapter_config.json").write_text(json.dumps(adapter_config))
     tiny_base().save_pretrained(tmp_path / "base")
     merged, _ = load_model(str(tmp_path / "lora"), merge=True)
     assert torch.allclose(merged(input_ids=ids).logits, lora.eval()(input_ids=ids).logits, atol=1e-5)

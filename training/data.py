@@ -148,6 +148,8 @@ def mix_text(speech_ds, text_ds, ratio: float, seed: int = 0):
     if not 0.0 < ratio < 1.0:
         raise ValueError(f"text_mix_ratio must be in (0, 1), got {ratio}")
     text_ds = text_ds.map(lambda b: {UNITS: [[] for _ in b["text"]]}, batched=True, desc="rehearsal text")
+    # empty lists infer a null item type, which a streamed speech set (features unknown) cannot be aligned with
+    text_ds = text_ds.cast_column(UNITS, datasets.Sequence(datasets.Value("int64")))
     if isinstance(speech_ds, datasets.IterableDataset):
         text_ds = text_ds.to_iterable_dataset()
     if speech_ds.features is not None:

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The version matrix that `make test` runs after the whole suite on requirements.lock (the newest releases in range):
+#   1. the whole suite again on requirements-oldest.lock (.venvs/oldest): the lower bound of every HF library;
+#   2. the whole suite on the newest transformers release inside pyproject.toml's range when the registry has one
+#      that the lock does not (.venvs/newest: the lock plus that release); a release past the range is reported.
+# Any failure fails `make test`.
+#
+#   bash scripts/test_matrix.sh                      # as make test does
+#   bash scripts/test_matrix.sh transformers 5.26.0  # the suite on the lock with another transformers release
+#                                                    # (make test-transformers VERSION=5.26.0), e.g. a new one
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONPATH=.:tests
+PYTEST=(-m pytest tests -q -p no:cacheprovider)
+
+versions() {  # what an environment runs, for the log
+  "$1/bin/python" -c "import importlib.metadata as m; print(', '.join(f'{p} {m.version(p)}' for p in
+    ('transformers', 'huggingface_hub', 'accelerate', 'peft', 'trl', 'datasets', 'torch')))"
+}
+
+suite_with_transformers() {  # VERSION DIR: the lock with transformers VERSION (not hash-pinned: not in any lock)
+  bash scripts/venv_from_lock.sh "$2" requirements.lock
+  "$2/bin/python" -m pip install --quiet --disable-pip-version-check "transformers==$1"
+  "$2/bin/python" -m pip check
+  rm -f "$2/.lock.sha256"  # no longer the lock's set: the next use reinstalls it
+  echo "[matrix] $2: $(versions "$2")"
+  "$2/bin/python" "${PYTEST[@]}"
+}
+
+if [ "${1:-}" = transformers ]; then
+  suite_with_transformers "$2" ".venvs/transformers-$2"
+  exit 0
+fi
+
+bash scripts/venv_from_lock.sh .venvs/oldest requirements-oldest.lock
+echo "[matrix] oldest supported (.venvs/oldest): $(versions .venvs/oldest)"
+.venvs/oldest/bin/python "${PYTEST[@]}"
+
+releases="$(.venv/bin/python scripts/newest_release.py transformers)"
+in_range="$(sed -n 's/^in_range=//p' <<<"$releases")"
+beyond="$(sed -n 's/^beyond_range=//p' <<<"$releases")"
+if [ -n "$in_range" ]; then
+  echo "[matrix] transformers $in_range is inside the supported range but newer than requirements.lock: testing it"
+  suite_with_transformers "$in_range" .venvs/newest
+else
+  echo "[matrix] newest supported: requirements.lock's transformers is the newest release in range (tested above)"
+fi
+if [ -n "$beyond" ]; then
+  echo "[matrix] NOTE: transformers $beyond is out, past the supported range: try it with"
+  echo "[matrix]   make test-transformers VERSION=$beyond   then widen pyproject.toml, hf_compat.py and run make lock"
+fi
