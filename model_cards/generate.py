@@ -18,6 +18,8 @@ from pathlib import Path
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from modeling_mdu.hf_compat import SUPPORTED_TRANSFORMERS
+
 TEMPLATE = Path(__file__).resolve().parent / "template.md"
 # base models we know by folder name: Hub id and license
 KNOWN_BASES = {
@@ -178,6 +180,7 @@ def write_model_card(output_dir, base_model: str | None = None, results: dict | 
         method_title=method_title, method_description=METHODS[method], text_kept=method == "mdu", results_table=table,
         datasets_text=", ".join(f"`{d}`" for d in datasets) or "not recorded", training_lines=lines,
         synthetic=any("espeak" in str(d) for d in datasets), speech_tokenizer=_speech_tokenizer_text(output_dir),
+        transformers_range=SUPPORTED_TRANSFORMERS,
     )
     path = output_dir / "README.md"
     card.save(path)

@@ -15,6 +15,7 @@ from eval.report import build_report
 from eval.text import evaluate_text, load_task, TASKS_DIR
 from model_cards.generate import read_front_matter, write_model_card
 from modeling_mdu import MDUSpeechProcessor
+from modeling_mdu.hf_compat import SUPPORTED_TRANSFORMERS
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TEXTS = ["the cat sat on the mat.", "a quick brown fox jumps over the lazy dog", "hello world, 42 times"]
@@ -257,6 +258,7 @@ def test_model_card_front_matter_carries_results(tmp_path):
     assert "| distinct hypotheses | 37 of 40 |" in body and "most common hypothesis | 90.00 |" in body
     assert "| ASR WER (%) | 50.00 | espeak seen:test_seen (20 utterances) |" in body
     assert "discrete speech units (discrete units;" in body  # no processor saved: the tokenizer is not named
+    assert f"tested\nwith `transformers{SUPPORTED_TRANSFORMERS}`" in body  # the remote code's range
     (tmp_path / "preprocessor_config.json").write_text('{"backend": "phonetic"}')
     body = write_model_card(tmp_path, base_model="cache/base/SmolLM2-135M-Instruct", results=results).read_text()
     assert "discrete speech units (phoneme units from a small CTC phoneme recognizer;" in body
