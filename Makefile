@@ -1,6 +1,7 @@
 # make test   -- the test command (sets up first; fails when no tests are collected: pytest exits 5 then): the whole
 #                suite on requirements.lock, then on the oldest supported set and on a newer in-range transformers
 #                release when there is one (scripts/test_matrix.sh)
+# make app    -- the web demo (app.py, Gradio) on the demo's checkpoint: http://127.0.0.1:7860 (MODEL=dir for another)
 # make lock   -- refresh requirements.lock / requirements-oldest.lock from pyproject.toml's ranges (scripts/lock.py)
 # make test-transformers VERSION=x.y.z -- the suite with another transformers release (e.g. a new one)
 # make demo   -- the whole offline demo (make demo-quick for the short variant)
@@ -8,7 +9,7 @@
 PY := .venv/bin/python
 export PYTHONPATH := .:tests
 
-.PHONY: setup setup-tests assets test test-transformers lock demo demo-quick bench grid clean distclean
+.PHONY: setup setup-tests assets test test-transformers lock app demo demo-quick bench grid clean distclean
 
 setup:
 	bash scripts/setup.sh
@@ -29,6 +30,9 @@ test-transformers: setup-tests
 
 lock: setup-tests
 	$(PY) scripts/lock.py
+
+app: setup
+	$(PY) app.py $(if $(MODEL),--model $(MODEL),)
 
 demo: setup
 	$(PY) demo.py

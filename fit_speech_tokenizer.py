@@ -106,6 +106,9 @@ def iter_dataset(dataset: str, split: str = "train", audio_column: str = "audio"
         if isinstance(ds, datasets.DatasetDict):
             ds = ds[split]
     else:
+        from training.data import check_local_or_hub
+
+        check_local_or_hub(dataset, "--dataset")  # a missing local path is reported as a path, not a Hub id
         ds = datasets.load_dataset(dataset, split=split, streaming=True)
     if audio_column not in ds.column_names:
         raise ValueError(f"column {audio_column!r} not in dataset columns {ds.column_names}")

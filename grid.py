@@ -8,7 +8,7 @@ text, and write one report (table + Pareto plot next to the papers' numbers) wit
 
 Runs are `configs/grid/<name>.yaml` (train_hf.py keys) merged over `configs/grid/_shared.yaml` (shared keys, the step
 budget, eval settings). Stages, each skipped when its output exists, so the grid resumes across sittings:
-  prepare          base model and espeak corpus (prepare/), when missing
+  prepare          base model and the multi-synthesizer corpus (prepare/), when missing
   speech tokenizer fitted ONCE on the training audio (fit_speech_tokenizer.py), shared by every run
   base text        the offline text suite on the base model, once (eval/text.py): the reference for Δ
   importance       layer-wise text importance of the base, once, when a layer-wise run is selected (eval/importance.py)
@@ -93,7 +93,7 @@ def parse(argv=None):
     p.add_argument("--budget", choices=["cpu", "gpu"], default=None, help="step budget (default: gpu if CUDA else cpu)")
     p.add_argument("--only", default=None, help=f"comma-separated runs; of {', '.join(run_names())}")
     p.add_argument("--base", default=None, help="base LLM folder (default: _shared.yaml's, the embedded SmolLM2-135M)")
-    p.add_argument("--dataset", default=None, help="ASR dataset with train/test splits (default: the demo corpus, cache/data/espeak-demo)")
+    p.add_argument("--dataset", default=None, help="ASR dataset with train/test splits (default: the demo corpus, cache/data/multi-demo)")
     p.add_argument("--output_dir", default=None, help="runs, tokenizer, caches (default runs/grid-<budget>)")
     p.add_argument("--results_dir", default=None,
                    help="report + COMMANDS.md (default results/; <output_dir>/results with --tiny)")
@@ -144,9 +144,9 @@ def main(argv=None) -> dict:
 
             prepare_base_model(base)
         if dataset == shared["train"]["dataset"] and not (Path(dataset) / "dataset_dict.json").exists():
-            from prepare.espeak_corpus import build_corpus
+            from prepare.multi_corpus import build_multi_corpus
 
-            build_corpus(dataset, **shared["corpus"])
+            build_multi_corpus(dataset, **shared["corpus"])
     print(f"[grid] budget {budget}; base {base}; dataset {dataset}; {len(names)} runs -> {out}; report -> {results}")
 
     # ---- shared stages: speech tokenizer, base text results, importance
@@ -199,7 +199,8 @@ def main(argv=None) -> dict:
         def train(name=name, run=run, config_file=config_file):
             import train_hf
             from transformers import TrainerCallback
-            from transformers.trainer_utils import get_last_checkpoint
+
+            from training.checkpoints import last_complete_checkpoint
 
             class Count(TrainerCallback):
                 def on_train_begin(self, args, state, control, model=None, **kwargs):
@@ -207,8 +208,9 @@ def main(argv=None) -> dict:
                     self.total = sum(p.numel() for p in model.parameters())
 
             argv, count, t0 = [str(config_file)], Count(), time.time()
-            if run.is_dir() and get_last_checkpoint(str(run)):
-                print(f"[grid] {name}: resuming from {get_last_checkpoint(str(run))}")
+            last = last_complete_checkpoint(str(run))  # skips (and logs) checkpoints a kill left half-written
+            if last:
+                print(f"[grid] {name}: resuming from {last}")
                 argv += ["--resume_from_checkpoint", "last"]
             trainer = train_hf.main(argv, callbacks=[count])
             info = {"trainable_params": count.trainable, "total_params": count.total,

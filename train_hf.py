@@ -5,21 +5,28 @@
 
 Methods (--method): mdu | full | lora | layerwise_lr | lora_layerwise (see training/methods.py). The speech tokenizer
 comes from --speech_tokenizer or is fitted on the training audio at start. The output dir ends as a flat
-trust_remote_code checkpoint (model + processor + model card); LoRA is merged first. --push_to_hub uploads it.
+trust_remote_code checkpoint (model + processor + model card); LoRA is merged first. --push_to_hub uploads it (Hub
+access is checked first; `python -m training.hub OUTPUT_DIR --repo_id you/name` pushes a finished folder later).
+
+Before any work: local paths that do not exist, the rows' transcripts and audio files (training/data.py), the
+resume checkpoint (`--resume_from_checkpoint last` skips incomplete ones, training/checkpoints.py), Hub access.
 """
 
 import logging
 import os
 import sys
+from pathlib import Path
 
 from transformers import AutoTokenizer, set_seed
-from transformers.trainer_utils import get_last_checkpoint
 
 from modeling_mdu import MDUSpeechProcessor, MDUSpeechTokenizer
 from modeling_mdu.hf_compat import checkpointing_requested, set_checkpointing_kwargs
 from training.arguments import parse_args
 from training.collator import ASRCollator
-from training.data import add_speech_units, drop_long, load_asr_dataset, load_text_dataset, mix_text
+from training.checkpoints import resolve_resume
+from training.data import (add_speech_units, check_asr_rows, check_local_or_hub, drop_long, load_asr_dataset,
+                           load_text_dataset, mix_text)
+from training.hub import check_hub_access
 from training.methods import METHODS, MethodContext, build_method, export_model, is_peft_model
 from training.trainer import MDUTrainer, write_model_card_guarded
 
@@ -76,10 +83,28 @@ def main(argv=None, callbacks=None):
         args.ddp_find_unused_parameters = method_args.method == "mdu" and (
             method_args.layer_type == "e_branchformer" or method_args.text_bypass or data_args.text_mix_ratio > 0)
 
-    tokenizer = AutoTokenizer.from_pretrained(model_args.base_model)
+    # checks before any work: paths, resume point, Hub access, every row the run will read
+    check_local_or_hub(model_args.base_model, "--base_model")
+    optional_sources = {"--speech_tokenizer": model_args.speech_tokenizer, "--text_dataset": data_args.text_dataset}
+    for flag, value in optional_sources.items():
+        if value:  # both may be Hub ids
+            check_local_or_hub(value, flag)
+    resume = resolve_resume(args.resume_from_checkpoint, args.output_dir)
+    if args.push_to_hub:  # the Trainer's repo id: hub_model_id, else the output dir's name
+        check_hub_access(args.hub_model_id or Path(args.output_dir).absolute().name, token=args.hub_token)
     load = dict(config=data_args.dataset_config, audio_column=data_args.audio_column, text_column=data_args.text_column,
                 streaming=data_args.streaming)
     train_raw = load_asr_dataset(data_args.dataset, data_args.train_split, **load)
+    fit_rows = model_args.speech_tokenizer_fit_examples if not model_args.speech_tokenizer else 0
+    limit = None if data_args.max_train_examples is None else max(data_args.max_train_examples, fit_rows)
+    check_asr_rows(head(train_raw, limit), data_args.dataset, data_args.audio_column, data_args.text_column)
+    eval_raw = None
+    if data_args.eval_split:
+        eval_raw = load_asr_dataset(data_args.dataset, data_args.eval_split, **load)
+        check_asr_rows(head(eval_raw, data_args.max_eval_examples), f"{data_args.dataset} [{data_args.eval_split}]",
+                       data_args.audio_column, data_args.text_column)
+
+    tokenizer = AutoTokenizer.from_pretrained(model_args.base_model)
     text_ds = load_text_dataset(data_args.text_dataset) if data_args.text_dataset else None
     speech_tok = speech_tokenizer_for(model_args, data_args, args, train_raw)
 
@@ -102,23 +127,20 @@ def main(argv=None, callbacks=None):
         if text_ds is not None and data_args.text_mix_ratio > 0:
             train_ds = mix_text(train_ds, text_ds, data_args.text_mix_ratio, args.seed)
         eval_ds = None
-        if data_args.eval_split:
-            eval_raw = load_asr_dataset(data_args.dataset, data_args.eval_split, **load)
+        if eval_raw is not None:
             eval_ds = prepare(eval_raw, processor, data_args, tokenizer, data_args.max_eval_examples)
 
     report = mdu.parameter_report() if not is_peft_model(model) else None
     logger.info("method %s: %s", method_args.method, report or model.get_nb_trainable_parameters())
     card_info = dict(method=method_args.method, base_model=model_args.base_model, dataset=data_args.dataset,
                      method_args=vars(method_args), training_args=args.to_dict())
+    if args.hub_model_id:
+        card_info["repo_id"] = args.hub_model_id  # the card's usage lines name the Hub repo, not the local folder
     trainer = MDUTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=processor,
                          data_collator=ASRCollator(processor, data_args.train_on_speech), param_groups=param_groups,
                          callbacks=callbacks, card_info=card_info, ctc_weight=data_args.ctc_weight,
                          ctc_layer=data_args.ctc_layer)
 
-    resume = args.resume_from_checkpoint
-    if resume in ("true", "True", "last"):
-        resume = get_last_checkpoint(args.output_dir)
-        logger.info("resuming from %s", resume or "scratch (no checkpoint in output_dir)")
     result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_metrics("train", result.metrics)
     trainer.save_state()

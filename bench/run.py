@@ -3,7 +3,9 @@
     PYTHONPATH=. python -m bench.run [--quick] [--device cpu|cuda] [--dtype float32|bfloat16] [--threads N]
 
 Sections: train_step (MDU Transformer / MDU E-Branchformer / full fine-tuning / rank-matched LoRA), logits_at_labels,
-generation, text_bypass, tokenizer (speech tokenizer real-time factor, from bench/bench_tokenizer.py when present).
+generation, text_bypass, tokenizer (speech tokenizer real-time factor, from bench/bench_tokenizer.py when present),
+front_end (the phonetic tokenizer's phoneme error rate, leave one synthesizer family out: bench/front_end.py; it
+builds three corpora and fits four tokenizers, ~30-40 more minutes on 2 cores; `--only` to leave it out).
 `--quick` runs them on a tiny random Llama in well under a minute (what tests/test_bench.py checks); the default
 uses SmolLM2-135M-Instruct from cache/base/ (random weights with the same architecture if it is missing) with
 sizes that fit ~10 minutes on a 2-core CPU. Targets from issue 8 are printed as pass/miss; nothing is asserted.
@@ -20,10 +22,10 @@ from pathlib import Path
 
 import torch
 
-from . import generation, logits_at_labels, text_bypass, train_step
+from . import front_end, generation, logits_at_labels, text_bypass, train_step
 from .common import BenchSetup, hardware, hardware_line
 
-SECTIONS = ("train_step", "logits_at_labels", "generation", "text_bypass", "tokenizer")
+SECTIONS = ("train_step", "logits_at_labels", "generation", "text_bypass", "tokenizer", "front_end")
 HERE = Path(__file__).resolve().parent
 
 
@@ -50,6 +52,7 @@ RUNNERS = {
     "generation": lambda setup, args, progress: generation.run(setup, progress=progress),
     "text_bypass": lambda setup, args, progress: text_bypass.run(setup, progress=progress),
     "tokenizer": lambda setup, args, progress: run_tokenizer(setup, progress=progress),
+    "front_end": lambda setup, args, progress: front_end.run(setup.quick, progress=progress),
 }
 
 
@@ -157,6 +160,11 @@ def to_markdown(results: dict) -> str:
         lines.append("")
     elif "skipped" in sec:
         lines += ["## Speech tokenizer real-time factor", "", f"skipped: {sec['skipped']}", ""]
+    sec = results.get("front_end", {})
+    if "folds" in sec:
+        lines += [front_end.to_markdown(sec, hw)]
+    elif "skipped" in sec:
+        lines += ["## Front end: phoneme error rate, leave one synthesizer family out", "", f"skipped: {sec['skipped']}", ""]
     for name in SECTIONS:
         if "error" in results.get(name, {}):
             lines += [f"## {name}: failed", "", "```", results[name]["error"], "```", ""]

@@ -4,15 +4,17 @@
         --asr_summary runs/eval/asr-.../summary.json --text_results runs/eval/text-.../results.json
 
 Built with `huggingface_hub.ModelCard` / `ModelCardData` / `EvalResult` from `template.md`. The front matter holds
-`base_model`, `library_name: transformers`, `pipeline_tag: automatic-speech-recognition`, `license` (the base's when
-known), `tags`, `model-index` (measured WER and text Δ with the data they were measured on) and an `mdu` block that
-`eval/report.py` reads.
+`base_model` (the base's Hub id when its provenance says it, see `resolve_base`; never a local path), `library_name:
+transformers`, `pipeline_tag: automatic-speech-recognition`, `license` (the base's when known), `tags`, `model-index`
+(measured WER/CER, text score, text Δ and held-out perplexity ratio, with the data they were measured on) and an `mdu`
+block that `eval/report.py` reads.
 """
 
 import argparse
 import json
 import math
 import re
+import warnings
 from pathlib import Path
 
 import yaml
@@ -21,7 +23,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from modeling_mdu.hf_compat import SUPPORTED_TRANSFORMERS
 
 TEMPLATE = Path(__file__).resolve().parent / "template.md"
-# base models we know by folder name: Hub id and license
+# base models we know by name (a GGUF file of a provenance stamp, or a folder): Hub id and license
 KNOWN_BASES = {
     "SmolLM2-135M-Instruct": ("HuggingFaceTB/SmolLM2-135M-Instruct", "apache-2.0"),
     "SmolLM2-135M": ("HuggingFaceTB/SmolLM2-135M", "apache-2.0"),
@@ -40,17 +42,63 @@ METHODS = {
 
 
 def resolve_base(base_model: str | None, license: str | None = None) -> tuple[str | None, str | None]:
-    """(Hub id, license) of the base: a known folder name, the base folder's own model card, or as given."""
+    """(Hub id, license) of the base model; the id is None (with a warning) when it is not known.
+
+    `base_model` is a Hub id or a local folder. For a folder, the Hub id comes from its provenance, in this order: a
+    provenance stamp (`prepare_stamp.json`: a `hub_id` / `base_model` field, or the name of the GGUF file it was
+    made from, see `KNOWN_BASES`), the folder's config.json `_name_or_path` when that is a Hub id, the Hugging Face
+    cache layout (`.../models--owner--name/snapshots/<commit>`), and last the folder's name in `KNOWN_BASES`. A
+    local path is never returned: a card's `base_model` must name a Hub model."""
     if not base_model:
         return None, license
+    base_model = str(base_model)
     path = Path(base_model)
-    if path.name in KNOWN_BASES:
-        hub_id, known_license = KNOWN_BASES[path.name]
-        return hub_id, license or known_license
-    readme = path / "README.md"
-    if readme.is_file() and not license:
-        license = ModelCard.load(readme).data.to_dict().get("license")
-    return base_model, license
+    hub_id = None
+    if path.is_dir():
+        hub_id = _hub_id_from_folder(path)
+        readme = path / "README.md"
+        if readme.is_file() and not license:
+            license = ModelCard.load(readme).data.to_dict().get("license")
+    elif _is_hub_id(base_model):
+        hub_id = base_model
+    if hub_id is None and path.name in KNOWN_BASES:
+        hub_id = KNOWN_BASES[path.name][0]
+    if hub_id is None:
+        warnings.warn(
+            f"model card: the Hub id of the base model {base_model!r} is not known (no provenance stamp, Hub id in its "
+            "config.json or Hub cache layout), so `base_model` is left out of the card; pass the Hub id as base_model "
+            "to name it", stacklevel=2)
+        return None, license
+    known = {hub: lic for hub, lic in KNOWN_BASES.values()}
+    return hub_id, license or known.get(hub_id)
+
+
+def _is_hub_id(name) -> bool:
+    """`owner/name` (or a bare `name`) that is not a local path."""
+    return isinstance(name, str) and bool(re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name)) and not Path(name).exists() \
+        and not name.startswith((".", "-"))
+
+
+def _hub_id_from_folder(path: Path) -> str | None:
+    """The Hub id a local base folder came from, from its provenance (see `resolve_base`), else None."""
+    stamp = path / "prepare_stamp.json"
+    if stamp.is_file():
+        data = json.loads(stamp.read_text())
+        for key in ("hub_id", "base_model"):
+            if _is_hub_id(data.get(key)) and "/" in data[key]:
+                return data[key]
+        gguf = re.sub(r"([.-](I?Q\d\w*|B?F16|F32))?\.gguf$", "", Path(str(data.get("gguf") or "")).name, flags=re.I)
+        if gguf in KNOWN_BASES:
+            return KNOWN_BASES[gguf][0]
+    config = _config(path)
+    name = config.get("_name_or_path")
+    if _is_hub_id(name) and "/" in name:
+        return name
+    for parent in [path, *path.resolve().parents]:
+        m = re.fullmatch(r"models--([\w.-]+)--([\w.-]+)", parent.name)
+        if m:
+            return f"{m.group(1)}/{m.group(2)}"
+    return None
 
 
 def _hub_ids(names) -> list[str] | None:
@@ -98,17 +146,24 @@ def eval_results(results: dict | None) -> tuple[list[EvalResult], dict, str]:
     delta = (text.get("delta") or {}).get("score", results.get("text_delta"))
     suite = text.get("suite") or results.get("text_suite") or "offline"
     suite_name = f"mdu-speech text suite ({suite})"
-    if text.get("score") is not None:
-        flat["text_score"] = text["score"]
-        rows.append(f"| text score (points) | {text['score']:.2f} | {suite_name} |")
+    text_entry = dict(task_type="text-generation", dataset_type=f"mdu-speech/text-{suite}", dataset_name=suite_name)
+    score = text.get("score", results.get("text_score"))
+    if score is not None:
+        flat["text_score"] = score
+        entries.append(EvalResult(**text_entry, metric_type="text_score", metric_name="text score (points)",
+                                  metric_value=round(score, 2)))
+        rows.append(f"| text score (points) | {score:.2f} | {suite_name} |")
     if delta is not None:
         flat["text_delta"] = delta
-        entries.append(EvalResult(task_type="text-generation", dataset_type=f"mdu-speech/text-{suite}", dataset_name=suite_name,
-                                  metric_type="text_delta", metric_name="text Δ vs base (points)", metric_value=round(delta, 2)))
+        entries.append(EvalResult(**text_entry, metric_type="text_delta", metric_name="text Δ vs base (points)",
+                                  metric_value=round(delta, 2)))
         rows.append(f"| text Δ vs base (points) | {delta:+.2f} | {suite_name} |")
-    ratio = (text.get("delta") or {}).get("perplexity_ratio")
+    ratio = (text.get("delta") or {}).get("perplexity_ratio", results.get("ppl_ratio"))
     if ratio is not None:
         flat["ppl_ratio"] = ratio
+        entries.append(EvalResult(task_type="text-generation", dataset_type="mdu-speech/lee-heldout",
+                                  dataset_name="gensim lee.cor news text (held out)", metric_type="perplexity_ratio",
+                                  metric_name="held-out perplexity ratio vs base", metric_value=round(ratio, 4)))
         rows.append(f"| held-out perplexity ratio vs base | {ratio:.3f} | gensim lee.cor news text |")
     table = "| metric | value | measured on |\n|---|---|---|\n" + "\n".join(rows) if rows else ""
     return entries, flat, table
@@ -154,7 +209,10 @@ def write_model_card(output_dir, base_model: str | None = None, results: dict | 
     method = method or training.get("method") or "mdu"
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {sorted(METHODS)}")
-    base_id, license = resolve_base(base_model or training.get("base_model"), license)
+    base_given = base_model or training.get("base_model")
+    base_id, license = resolve_base(base_given, license)
+    # the card names a local base (Hub id unknown) by its folder name only: a local path means nothing to a reader
+    base_text = base_id or (f"{Path(str(base_given)).name} (a local model)" if base_given else "unknown")
     datasets = [datasets] if isinstance(datasets, str) else list(datasets or ([dataset] if dataset else []))
     config = _config(output_dir)
     name = repo_id or output_dir.name
@@ -175,8 +233,8 @@ def write_model_card(output_dir, base_model: str | None = None, results: dict | 
                             train_metrics or training.get("train_metrics"), placement, layer_type, config)
     method_title = {"mdu": "Multimodal Depth Up-scaling (MDU)"}.get(method, METHODS[method].split(":")[0])
     card = ModelCard.from_template(
-        card_data, template_path=str(TEMPLATE), model_name=name, repo_id=repo_id or str(output_dir), base_model=base_id or "unknown",
-        base_link=f"https://huggingface.co/{base_id}" if base_id and "/" in base_id and not Path(base_id).exists() else base_id,
+        card_data, template_path=str(TEMPLATE), model_name=name, repo_id=repo_id or str(output_dir), base_model=base_text,
+        base_link=f"https://huggingface.co/{base_id}" if base_id else None,
         method_title=method_title, method_description=METHODS[method], text_kept=method == "mdu", results_table=table,
         datasets_text=", ".join(f"`{d}`" for d in datasets) or "not recorded", training_lines=lines,
         synthetic=any("espeak" in str(d) for d in datasets), speech_tokenizer=_speech_tokenizer_text(output_dir),

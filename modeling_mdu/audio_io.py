@@ -1,9 +1,10 @@
 """Audio loading and validation: anything a user may pass -> mono float32 torch tensor at the target rate.
 
-Accepted items: file paths (wav/flac/mp3/... via torchcodec + ffmpeg), numpy / torch arrays (1-D, or 2-D with a
-channel axis of at most 8 channels) together with `sampling_rate`, `datasets` Audio dicts ({"array",
-"sampling_rate"}, {"bytes"} or {"path"}), and decoded `torchcodec` AudioDecoder objects (what `datasets` >= 4
-returns). Stereo is averaged to mono; any rate is resampled with `torchaudio.functional.resample`.
+Accepted items: file paths (wav/flac/mp3/... via torchcodec + ffmpeg), the bytes of such a file, numpy / torch
+arrays (1-D, or 2-D with a channel axis of at most 8 channels) together with `sampling_rate`, `datasets` Audio dicts
+({"array", "sampling_rate"}, {"bytes"} or {"path"}), the transformers ASR pipeline's {"raw", "sampling_rate"}, and
+decoded `torchcodec` AudioDecoder objects (what `datasets` >= 4 returns). Stereo is averaged to mono; any rate is
+resampled with `torchaudio.functional.resample`.
 
 Every problem raises a `ValueError` that names the item (its index, and its file when there is one): empty audio,
 NaN/inf samples, integer samples without a stated scale, unreadable/corrupt/missing files, raw arrays without a
@@ -24,6 +25,15 @@ def describe_item(index: int, item) -> str:
     """'audio item 3' or 'audio item 3 (file /x/y.wav)' for error messages."""
     path = item if isinstance(item, (str, os.PathLike)) else item.get("path") if isinstance(item, dict) else None
     return f"audio item {index}" + (f" (file {os.fspath(path)})" if path else "")
+
+
+def _dict_array(item: dict, name: str):
+    """The samples of a {"array"|"raw", "sampling_rate"} dict (datasets / transformers ASR pipeline), or None."""
+    if "stride" in item:
+        raise ValueError(f"{name}: 'stride' in an audio dict is for CTC models; pass chunk_length_s / stride_length_s "
+                         f"to cut long audio into overlapping chunks")
+    array = item.get("array")
+    return item.get("raw") if array is None else array
 
 
 def _decode(source, name: str) -> tuple[np.ndarray, int]:
@@ -69,7 +79,8 @@ def _to_mono(wave: np.ndarray, name: str, channels_first: bool | None = None) ->
         elif cols <= MAX_CHANNELS and cols < rows:
             channels_first = False
         else:
-            raise ValueError(f"{name}: ambiguous 2-D audio of shape {tuple(wave.shape)}; pass (channels, samples) with <= {MAX_CHANNELS} channels")
+            raise ValueError(f"{name}: ambiguous 2-D audio of shape {tuple(wave.shape)}; pass (channels, samples) "
+                             f"with <= {MAX_CHANNELS} channels")
     if wave.shape[0 if channels_first else 1] == 1:
         return wave[0] if channels_first else wave[:, 0]
     return wave.mean(0, dtype=np.float32) if channels_first else wave.mean(1, dtype=np.float32)
@@ -99,9 +110,14 @@ def load_audio(
     channels_first = None
     if isinstance(item, (str, os.PathLike)):
         path = os.fspath(item)
+        if path.startswith(("http://", "https://")):
+            raise ValueError(f"{name}: URLs are not downloaded here; download the file and pass its path")
         if not os.path.isfile(path):
             raise ValueError(f"{name}: file not found")
         wave, rate = _decode(path, name)
+        channels_first = True
+    elif isinstance(item, (bytes, bytearray, memoryview)):  # the content of an audio file (wav, flac, mp3, ...)
+        wave, rate = _decode(bytes(item), name)
         channels_first = True
     elif hasattr(item, "get_all_samples"):  # torchcodec AudioDecoder, as returned by datasets >= 4
         try:
@@ -110,16 +126,18 @@ def load_audio(
             raise ValueError(f"{name}: cannot decode audio ({type(err).__name__}: {err})") from err
         wave, rate, channels_first = samples.data.numpy(), int(samples.sample_rate), True
     elif isinstance(item, dict):
-        if item.get("array") is not None:
+        array = _dict_array(item, name)
+        if array is not None:
             rate = item.get("sampling_rate") or sampling_rate
-            wave = _to_array(item["array"], name, int_scale)
+            wave = _to_array(array, name, int_scale)
         elif item.get("bytes") is not None:
             wave, rate = _decode(item["bytes"], name)
             channels_first = True
         elif item.get("path"):
             return load_audio(item["path"], sampling_rate, target_rate, int_scale, name)
         else:
-            raise ValueError(f"{name}: audio dict needs 'array' (+ 'sampling_rate'), 'bytes' or 'path'; got keys {sorted(item)}")
+            raise ValueError(f"{name}: audio dict needs 'array' or 'raw' (+ 'sampling_rate'), 'bytes' or 'path'; got "
+                             f"keys {sorted(item)}")
     else:
         rate = sampling_rate
         wave = _to_array(item, name, int_scale)

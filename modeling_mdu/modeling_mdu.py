@@ -19,6 +19,7 @@ from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRMS
 
 from .e_branchformer_layer import ConvolutionalSpatialGatingUnit, EBranchformerLayer
 from .hf_compat import cache_kwarg, output_cache, take_cache
+from . import pipeline_mdu  # noqa: F401  (pipeline(task, model=<MDU model object>) builds the MDU pipeline)
 from .remote_code import AUTO_MAP, CUSTOM_PIPELINES, export_remote_code
 from .speech_vocab import MDUEmbedding, MDULMHead, init_new_rows, init_rows_from_text
 from .transformer_layer import MDUTransformerLayer
@@ -52,6 +53,7 @@ class MDUSpeechPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     _supports_flex_attn = True
     _supports_attention_backend = True
+    input_modalities = ("audio", "text")  # audio enters as speech units (MDUSpeechProcessor), text as text ids
 
     def _init_weights(self, module):
         std = self.config.initializer_range
@@ -75,6 +77,8 @@ class MDUSpeechPreTrainedModel(PreTrainedModel):
         if kwargs.get("safe_serialization") is False:
             raise ValueError("MDU checkpoints are saved as safetensors only (safe_serialization=False is not supported)")
         self.config.auto_map = dict(AUTO_MAP)
+        if isinstance(self, GenerationMixin):
+            suppress_speech_in_generation(self)
         self.config.custom_pipelines = {**(getattr(self.config, "custom_pipelines", None) or {}), **CUSTOM_PIPELINES}
         auto_class, type(self)._auto_class = type(self)._auto_class, None  # we write the code files ourselves
         try:
@@ -84,6 +88,15 @@ class MDUSpeechPreTrainedModel(PreTrainedModel):
         if kwargs.get("is_main_process", True):
             export_remote_code(save_directory)
         return out
+
+
+def suppress_speech_in_generation(model) -> None:
+    """`generate` writes text: the generation config suppresses every speech id (<|speech_start|>, <|speech_end|>
+    and the units), which a transcript or a text answer never holds and `batch_decode` would silently drop. Left as
+    it is when `suppress_tokens` is already set (pass `suppress_tokens=[]` to `generate` to allow speech ids)."""
+    config, generation_config = model.config, model.generation_config
+    if generation_config is not None and generation_config.suppress_tokens is None:
+        generation_config.suppress_tokens = list(range(config.text_vocab_size, config.vocab_size))
 
 
 class MDUSpeechModel(MDUSpeechPreTrainedModel):
@@ -385,6 +398,7 @@ class MDUSpeechForCausalLM(MDUSpeechPreTrainedModel, GenerationMixin):
         model.to(param.device)
         if text_model.generation_config is not None:
             model.generation_config = copy.deepcopy(text_model.generation_config)
+        suppress_speech_in_generation(model)
         if freeze:
             model.freeze_base()
         return model
@@ -419,6 +433,10 @@ class MDUSpeechForCausalLM(MDUSpeechPreTrainedModel, GenerationMixin):
             base.load_state_dict({b: own_state[m].detach().clone() for b, m in mapping.items()}, strict=True)
         base.tie_weights()
         base.generation_config = copy.deepcopy(self.generation_config)
+        suppress = base.generation_config.suppress_tokens
+        if suppress is not None:  # the base vocabulary has no speech ids to suppress
+            suppress = [t for t in suppress if t < self.config.text_vocab_size]
+            base.generation_config.suppress_tokens = suppress or None
         return base.to(self.model.embed_tokens.weight.device)
 
     def mdu_trainable_parameter_names(self) -> list[str]:

@@ -31,6 +31,7 @@ Fit one with `fit_speech_tokenizer.py` (top level, sklearn MiniBatchKMeans). Eve
 import contextvars
 import copy
 import hashlib
+import json
 import os
 import shutil
 
@@ -39,7 +40,7 @@ import torch
 import torchaudio
 from safetensors.torch import load_file, save_file
 from transformers import SequenceFeatureExtractor
-from transformers.utils import cached_file
+from transformers.utils import FEATURE_EXTRACTOR_NAME, cached_file
 
 from .audio_io import load_audio_batch
 from .hf_compat import pretrained_source_from_caller
@@ -54,6 +55,17 @@ BACKENDS = ("mel", "phonetic", "ssl", "codec")
 NORMALIZE = ("utterance", "global", "none")
 _IN_FROM_PRETRAINED = contextvars.ContextVar("mdu_speech_tokenizer_from_pretrained", default=False)
 _HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder", "proxies")
+
+
+def _read_settings(pretrained_model_name_or_path, hub: dict) -> dict | None:
+    """The dict in preprocessor_config.json of a folder or Hub repo; None when there is no such file."""
+    hub = {k: v for k, v in hub.items() if k in _HUB_KWARGS and v is not None}
+    path = cached_file(pretrained_model_name_or_path, FEATURE_EXTRACTOR_NAME, _raise_exceptions_for_missing_entries=False,
+                       **hub)
+    if path is None:
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
 
 
 class MDUSpeechTokenizer(SequenceFeatureExtractor):
@@ -225,10 +237,25 @@ class MDUSpeechTokenizer(SequenceFeatureExtractor):
         return tok
 
     @classmethod
+    def get_feature_extractor_dict(cls, pretrained_model_name_or_path, **kwargs):
+        """The settings from preprocessor_config.json, their one source: transformers prefers a copy nested in
+        processor_config.json (which older checkpoints of ours hold), so an edited preprocessor_config.json would be
+        ignored. The nested copy is read only when there is no preprocessor_config.json."""
+        hub = {k: kwargs[k] for k in _HUB_KWARGS if kwargs.get(k) is not None}
+        feature_extractor_dict, kwargs = super().get_feature_extractor_dict(pretrained_model_name_or_path, **kwargs)
+        if not os.path.isfile(os.fspath(pretrained_model_name_or_path)):
+            own = _read_settings(pretrained_model_name_or_path, hub)
+            feature_extractor_dict = own if own is not None else feature_extractor_dict
+        return feature_extractor_dict, kwargs
+
+    @classmethod
     def from_dict(cls, feature_extractor_dict, **kwargs):
-        out = super().from_dict(feature_extractor_dict, **kwargs)
         source = None if _IN_FROM_PRETRAINED.get() else pretrained_source_from_caller()
         if source is not None:  # AutoFeatureExtractor of transformers >= 5.25 (see hf_compat.py)
+            own = _read_settings(*source)  # it read the dict preferring a nested copy: see get_feature_extractor_dict
+            feature_extractor_dict = own if own is not None else feature_extractor_dict
+        out = super().from_dict(feature_extractor_dict, **kwargs)
+        if source is not None:
             (out[0] if isinstance(out, tuple) else out)._load_weights(*source)
         return out
 

@@ -42,7 +42,7 @@ def matrix_lower_bounds(pyproject: Path = ROOT / "pyproject.toml") -> dict[str, 
 
 
 def compile_lock(output: Path, constraints: Path | None = None, upgrade: bool = True) -> None:
-    cmd = [sys.executable, "-m", "uv", "pip", "compile", "pyproject.toml", "--extra", "dev", "--generate-hashes",
+    cmd = [sys.executable, "-m", "uv", "pip", "compile", "pyproject.toml", "--all-extras", "--generate-hashes",
            "--quiet", "--custom-compile-command", "make lock", *TARGET, "-o", output.name]
     if upgrade:
         cmd.append("--upgrade")

@@ -112,3 +112,22 @@ def test_markdown_has_every_section_with_sizes(results):
         assert results["meta"]["hardware"]["cpu"] in line and "params" in line, line
         assert "seq len " in line and "batch " in line, line
     assert md.count("| full fine-tuning |") == 1 and "| MDU E-Branchformer |" in md
+
+
+def test_front_end_leave_one_synthesizer_out_records(results):
+    """bench/front_end.py (issue 17): the quick fold holds flite out, measures the held-out family next to held-out
+    voices of the training families, the previous recipe too, and its target is the recorded PER against 0.25."""
+    sec = results["front_end"]
+    if "skipped" in sec:
+        pytest.skip(sec["skipped"])
+    fold = sec["folds"]["flite"]
+    roles = {row["split"]: row["role"] for row in fold["rows"]}
+    assert roles == {"test": "held-out voices of a training family", "test_mbrola": "held-out voices of a training family",
+                     "test_flite": "held-out family"}
+    assert all(0 <= row["per"] for row in fold["rows"]) and fold["fit"]["fit_s"] > 0
+    held = next(row["per"] for row in fold["rows"] if row["role"] == "held-out family")
+    assert fold["target"] == {"name": "PER on the held-out family", "value": held, "target": "<= 0.25", "pass": held <= 0.25}
+    old = sec["previous_recipe"]
+    assert old["fit"]["recipe"]["spec_augment"] is False and fold["fit"]["recipe"]["spec_augment"] is True
+    assert {row["split"] for row in old["rows"]} == set(roles)
+    assert "## Front end: phoneme error rate" in results["_markdown"]

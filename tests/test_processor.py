@@ -45,7 +45,7 @@ def test_token_ids_come_from_the_model_config(proc, model):
 
 def test_labels_only_on_transcript(proc, clips):
     texts = ["hello world", "hi"]
-    batch = proc(audio=clips[:2], text=texts, sampling_rate=SR)
+    batch = proc(audio=clips[:2], text_target=texts, sampling_rate=SR)
     units = proc.encode_speech(clips[:2], sampling_rate=SR)
     eos = proc.tokenizer.eos_token_id
     for i, (u, text) in enumerate(zip(units, texts)):
@@ -54,12 +54,12 @@ def test_labels_only_on_transcript(proc, clips):
         assert batch["input_ids"][i, :n].tolist() == [TEXT_VOCAB, *u, TEXT_VOCAB + 1, *transcript, eos]
         assert batch["labels"][i, :n].tolist() == [-100] * (len(u) + 2) + transcript + [eos]
         assert batch["attention_mask"][i].sum() == n
-    spoken = proc(audio=clips[:1], text=texts[:1], sampling_rate=SR, train_on_speech=True)["labels"][0].tolist()
+    spoken = proc(audio=clips[:1], text_target=texts[:1], sampling_rate=SR, train_on_speech=True)["labels"][0].tolist()
     assert spoken[: len(units[0]) + 2] == [-100, *units[0], -100]
 
 
 def test_right_padding_for_training_left_for_generation(proc, clips):
-    train = proc(audio=clips[:2], text=["a", "abcdef"], sampling_rate=SR)
+    train = proc(audio=clips[:2], text_target=["a", "abcdef"], sampling_rate=SR)
     gen = proc(audio=clips[:2], sampling_rate=SR)
     lengths = [len(u) + 2 for u in proc.encode_speech(clips[:2], sampling_rate=SR)]
     assert "labels" not in gen
@@ -79,7 +79,7 @@ def test_too_long_for_context_raises_naming_item(model, clips):
     with pytest.raises(ValueError, match=r"audio item 1: 33 tokens .* exceed the model context max_length=20"):
         proc(audio=[chirp(0.1), chirp(0.6), chirp(0.1)], sampling_rate=SR)
     with pytest.raises(ValueError, match="audio item 0"):  # the transcript counts too
-        proc(audio=[chirp(0.2)], text=["a long transcript that does not fit"], sampling_rate=SR)
+        proc(audio=[chirp(0.2)], text_target=["a long transcript that does not fit"], sampling_rate=SR)
     with pytest.raises(ValueError, match="audio item 2"):
         proc.transcribe(model, [chirp(0.1), chirp(0.1), chirp(0.6)], sampling_rate=SR)
 
@@ -88,7 +88,7 @@ def test_bad_audio_in_processor_names_item_and_file(proc, tmp_path):
     with pytest.raises(ValueError, match=f"audio item 1 \\(file {tmp_path}/missing.wav\\): file not found"):
         proc(audio=[chirp(0.2), str(tmp_path / "missing.wav")], sampling_rate=SR)
     with pytest.raises(ValueError, match="2 audio items but 1 texts"):
-        proc(audio=[chirp(0.2), chirp(0.2)], text=["x"], sampling_rate=SR)
+        proc(audio=[chirp(0.2), chirp(0.2)], text_target=["x"], sampling_rate=SR)
 
 
 def test_codebook_larger_than_model_vocab_raises(model):
@@ -126,8 +126,8 @@ def test_save_load_round_trip(proc, clips, tmp_path):
     assert saved["auto_map"]["AutoProcessor"] == "processing_mdu.MDUSpeechProcessor"
     assert {"processing_mdu.py", "speech_tokenizer.py", "audio_io.py", "pipeline_mdu.py"} <= set(os.listdir(tmp_path))
     loaded = MDUSpeechProcessor.from_pretrained(tmp_path)
-    a = proc(audio=clips, text=["one", "two", "three"], sampling_rate=SR)
-    b = loaded(audio=clips, text=["one", "two", "three"], sampling_rate=SR)
+    a = proc(audio=clips, text_target=["one", "two", "three"], sampling_rate=SR)
+    b = loaded(audio=clips, text_target=["one", "two", "three"], sampling_rate=SR)
     assert all(torch.equal(a[k], b[k]) for k in ("input_ids", "attention_mask", "labels"))
     assert (loaded.speech_token_start, loaded.max_length) == (proc.speech_token_start, proc.max_length)
 
@@ -176,3 +176,95 @@ def test_checkpoint_transcribes_the_same_in_a_clean_interpreter(proc, model, tmp
     assert result["transcribe"] == expected and len(expected[0]) > 0
     assert result["pipeline"] == expected[0] and result["one_call"] == expected
     assert result["ids"] == result["ids_resaved"] == proc(audio=wav)["input_ids"].tolist()
+
+
+# ---------------------------------------------------------------- long audio and the new-token budget
+class EchoModel(torch.nn.Module):
+    """Stands in for a model that transcribes perfectly: it writes each speech unit of its prompt as one letter,
+    then eos, within max_new_tokens. Transcribing a clip in chunks must then give the letters of the whole clip."""
+
+    LETTERS = "abcdefghijklmnopqrstuvwxyz"
+
+    def __init__(self, proc):
+        from types import SimpleNamespace
+
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(1))  # the processor reads the model's device from it
+        self.config = SimpleNamespace(vocab_size=proc.speech_token_start + proc.feature_extractor.codebook_size)
+        self.first_unit, self.eos = proc.speech_token_start, proc.tokenizer.eos_token_id
+        self.letters = proc.tokenizer.convert_tokens_to_ids(list(self.LETTERS))
+
+    def echo(self, units) -> str:
+        return "".join(self.LETTERS[int(u)] for u in units)
+
+    def generate(self, input_ids, attention_mask, max_new_tokens, pad_token_id, **kwargs):
+        rows = []
+        for ids in input_ids.tolist():
+            text = [self.letters[t - self.first_unit] for t in ids if t >= self.first_unit] + [self.eos]
+            rows.append(ids + (text + [pad_token_id] * max_new_tokens)[:max_new_tokens])
+        return torch.tensor(rows)
+
+
+def echo_setup(max_length):
+    """An echo model and a processor whose units do not depend on the chunk (no per-utterance normalisation)."""
+    proc = MDUSpeechProcessor(fitted_mel_tokenizer(normalize="none"), tiny_text_tokenizer(), max_length=max_length)
+    return EchoModel(proc), proc
+
+
+def ten_seconds() -> np.ndarray:
+    return np.concatenate([chirp(1.0, f0=100 + 50 * i, f1=800 + 300 * i, seed=i) for i in range(10)])
+
+
+def test_long_audio_is_transcribed_whole_in_overlapping_chunks(caplog):
+    model, proc = echo_setup(max_length=160)
+    clip = ten_seconds()
+    units = proc.feature_extractor(clip, sampling_rate=SR)[0]
+    assert len(units) > 3 * proc.max_length  # several times the model context
+    with pytest.raises(ValueError, match=r"audio item 0: \d+ prompt tokens .* leave no room .* chunk_length_s"):
+        proc.transcribe(model, clip, sampling_rate=SR)
+    with pytest.raises(ValueError, match="stride_length_s .* needs chunk_length_s"):
+        proc.transcribe(model, clip, sampling_rate=SR, stride_length_s=0.5)
+    for chunk_length_s, stride_length_s in ((1.0, None), (1.5, (0.3, 0.2))):
+        with caplog.at_level("WARNING"):
+            text = proc.transcribe(model, [clip], sampling_rate=SR, chunk_length_s=chunk_length_s,
+                                   stride_length_s=stride_length_s, batch_size=4)
+        assert text == [model.echo(units)]  # overlaps joined once, nothing lost at the chunk edges or the end
+    assert "cut" not in caplog.text
+
+
+def test_new_token_budget_follows_the_speech_units(caplog):
+    model, proc = echo_setup(max_length=4096)
+    clip = ten_seconds()
+    units = proc.feature_extractor(clip, sampling_rate=SR)[0]
+    with caplog.at_level("WARNING"):
+        text = proc.transcribe(model, clip, sampling_rate=SR)[0]
+    assert text == model.echo(units) and len(text) > 256  # a fixed budget of 256 new tokens cut it
+    assert "cut" not in caplog.text
+    assert proc.generation_kwargs(model, prompt_len=2 + 1000)["max_new_tokens"] == 1000 + 16
+    assert proc.generation_kwargs(model, prompt_len=2 + 4000)["max_new_tokens"] == 4096 - 4002  # the context's room
+
+
+def test_cut_transcripts_are_named_in_a_warning(caplog):
+    model, proc = echo_setup(max_length=60)
+    clips = [chirp(0.2, seed=1), chirp(0.9, seed=2)]  # 11 and 46 units: the second leaves room for 12 tokens only
+    with caplog.at_level("WARNING"):
+        texts = proc.transcribe(model, clips, sampling_rate=SR)
+    assert "audio item 1 at 12 new tokens (the model context max_length=60" in caplog.text
+    assert "audio item 0" not in caplog.text and len(texts[1]) == 12
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        proc.transcribe(model, clips, sampling_rate=SR, max_new_tokens=5)
+    assert "audio item 0 at 5 new tokens (max_new_tokens=5); audio item 1 at 5 new tokens" in caplog.text
+
+
+def test_chunks_overlap_and_merge_at_the_overlap():
+    from modeling_mdu.processing_mdu import chunk_spans, merge_overlapping
+
+    spans = chunk_spans(95, 30, 5, 5)
+    assert spans == [(0, 30), (20, 50), (40, 70), (60, 90), (80, 95)]  # steps of 30 - 5 - 5, to the end
+    assert chunk_spans(20, 30, 5, 5) == [(0, 20)]
+    assert merge_overlapping([list(range(10)), list(range(6, 15))]) == list(range(15))
+    # the edges of a chunk's transcript are the least reliable: left text up to the middle of the overlap, then right
+    assert merge_overlapping([[1, 2, 3, 4, 5, 6, 99], [77, 4, 5, 6, 7, 8]]) == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert merge_overlapping([[1, 2], [3, 4]]) == [1, 2, 3, 4]  # no overlap found: both kept whole
+    assert merge_overlapping([]) == [] and merge_overlapping([[], [5]]) == [5]

@@ -410,3 +410,45 @@ def test_trl_sft_trainer_finetunes_mdu_checkpoint(work, tmp_path):
     after = dict(model.named_parameters())
     assert all(torch.equal(after[n], before[n]) for n in before if n not in trainable)
     assert not torch.equal(after["model.embed_tokens.speech_weight"], before["model.embed_tokens.speech_weight"])
+
+
+# ---------------------------------------------------------------- launching several processes on CPU
+
+
+def _accelerate(work, out, *flags):
+    """`accelerate launch --config_file configs/accelerate/ddp.yaml --num_processes 2 <flags> train_hf.py ...`."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    launch_vars = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+    env = {k: v for k, v in os.environ.items() if k not in launch_vars}
+    env.update(CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "configs/accelerate/ddp.yaml",
+           "--num_processes", "2", "--main_process_port", str(port), *flags, "train_hf.py", "configs/tiny_test.yaml",
+           "--base_model", str(work["base"]), "--dataset", str(work["audio"]), "--speech_tokenizer", str(work["stok"]),
+           "--output_dir", str(out), "--max_steps", "2"]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_accelerate_ddp_config_launches_its_processes_on_cpu(work):
+    """Without a GPU the two processes form one world of 2 (each consumes half of every global batch): with 8
+    utterances, 4 per device, 2 steps are 2 epochs. Before, each process trained alone (2 steps = 1 epoch) and both
+    wrote the same output dir."""
+    out = work["root"] / "ddp_cpu"
+    res = _accelerate(work, out)
+    assert res.returncode == 0, res.stderr[-3000:]
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["global_step"] == 2 and state["epoch"] == 2.0
+
+
+def test_accelerate_cpu_flag_with_several_processes_is_refused(work):
+    """accelerate's --cpu starts one process whatever --num_processes says (its CPU multi-process launch is MPI):
+    refused before any work, with the lines that do launch them."""
+    out = work["root"] / "ddp_cpu_flag"
+    res = _accelerate(work, out, "--cpu")
+    assert res.returncode != 0
+    assert "with --num_processes > 1 starts a single process" in res.stderr
+    assert "torchrun --nproc_per_node 2" in res.stderr
+    assert not out.exists()

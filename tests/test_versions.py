@@ -21,6 +21,8 @@ from modeling_mdu import hf_compat
 ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 DECLARED = {Requirement(r).name: Requirement(r).specifier for r in PYPROJECT["project"]["dependencies"]}
+EXTRAS = {Requirement(r).name: Requirement(r).specifier
+          for group in PYPROJECT["project"]["optional-dependencies"].values() for r in group}
 MATRIX = [re.match(r'\s*"([A-Za-z0-9_\-]+)', line).group(1) for line in (ROOT / "pyproject.toml").read_text().splitlines()
           if re.search(r'",\s*#\s*matrix\b', line)]
 
@@ -39,7 +41,7 @@ def _lock(name):
 
 
 def test_every_dependency_has_a_tested_range():
-    for name, spec in DECLARED.items():
+    for name, spec in {**DECLARED, **EXTRAS}.items():
         ops = {s.operator for s in spec}
         assert ">=" in ops and "<" in ops, f"{name}: {spec} (a range needs a lower and an upper bound)"
     assert {"transformers", "huggingface_hub", "peft", "trl", "datasets"} <= set(MATRIX)
@@ -49,8 +51,8 @@ def test_locks_are_hash_pinned_and_inside_the_ranges():
     main, oldest = _lock("requirements.lock"), _lock("requirements-oldest.lock")
     for lock in (main, oldest):
         assert len(lock) > 50 and all(n_hashes >= 1 for _, n_hashes in lock.values())
-        assert {"torch", "pytest", "uv"} <= set(lock)
-        for name, spec in DECLARED.items():
+        assert {"torch", "pytest", "uv", "gradio", "selenium"} <= set(lock)  # the extras are locked too
+        for name, spec in {**DECLARED, **EXTRAS}.items():
             assert lock[_norm(name)][0] in spec, f"{name} {lock[_norm(name)][0]} outside {spec}"
     for name in MATRIX:  # the oldest set holds each matrix library at its lower bound
         lower = next(Version(s.version) for s in DECLARED[name] if s.operator == ">=")

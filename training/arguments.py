@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
+from training.launch import launch_defaults, launch_problem
+
 
 @dataclass
 class ModelArguments:
@@ -73,8 +75,14 @@ class DataArguments:
     dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset configuration name."})
     train_split: str = field(default="train", metadata={"help": "Split to train on."})
     eval_split: str | None = field(default=None, metadata={"help": "Split to evaluate on (None: no evaluation)."})
-    audio_column: str = field(default="audio", metadata={"help": "Column with audio (path or Audio feature)."})
-    text_column: str = field(default="text", metadata={"help": "Column with the transcript."})
+    audio_column: str = field(
+        default="audio", metadata={"help": "Column with audio (path or Audio feature). Only the default falls back (to "
+                                           "file_name in a CSV/JSONL table)."}
+    )
+    text_column: str = field(
+        default="text", metadata={"help": "Column with the transcript. Only the default falls back (to "
+                                          "transcription, transcript, sentence or normalized_text) when it is absent."}
+    )
     streaming: bool = field(default=False, metadata={"help": "Stream the dataset (needs max_steps)."})
     max_train_examples: int | None = field(default=None, metadata={"help": "Use only the first N training examples."})
     max_eval_examples: int | None = field(default=None, metadata={"help": "Use only the first N eval examples."})
@@ -99,7 +107,11 @@ ARGUMENT_CLASSES = (ModelArguments, DataArguments, MethodArguments, TrainingArgu
 def parse_args(argv: list[str] | None = None):
     """(model_args, data_args, method_args, training_args) from `[config.yaml] [--flag value ...]`."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    problem = launch_problem()
+    if problem:  # before TrainingArguments set up devices and before any work
+        raise RuntimeError(problem)
     parser = HfArgumentParser(ARGUMENT_CLASSES)
+    parser.set_defaults(**launch_defaults())  # the YAML and the command line still win
     if argv and argv[0].endswith((".yaml", ".yml")):
         with open(argv[0]) as f:
             defaults = yaml.safe_load(f) or {}

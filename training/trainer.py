@@ -10,6 +10,8 @@ that keep the trainable vocabulary rows.
 - Optional auxiliary CTC loss on the speech positions (`ctc_weight` > 0, training/ctc_loss.py), logged as `ctc_loss`.
 - PEFT models: the adapter checkpoint leaves out parameters that are trainable outside LoRA (the speech rows);
   they are saved next to it in `trainable_extra.safetensors` and restored on `--resume_from_checkpoint`.
+- Checkpoints: after the Trainer's own save, `checkpoint_complete.json` is written atomically (training/checkpoints.py),
+  so `--resume_from_checkpoint last` can tell a finished checkpoint from one a kill left half-written.
 """
 
 import inspect
@@ -20,7 +22,9 @@ import safetensors.torch
 import torch
 from transformers import Trainer
 from transformers.optimization import get_scheduler
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from training.checkpoints import mark_complete, unmark
 from training.ctc_loss import ctc_loss_on_speech
 
 EXTRA_WEIGHTS = "trainable_extra.safetensors"
@@ -111,6 +115,16 @@ class MDUTrainer(Trainer):
             )
             self._created_lr_scheduler = True
         return super().create_scheduler(num_training_steps, optimizer)
+
+    # ---------------------------------------------------------------- checkpoints: Trainer's save, then a marker
+    def _save_checkpoint(self, model, trial):
+        folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+        if self.args.should_save:
+            unmark(folder)  # a folder written again is incomplete until the save below has finished
+        super()._save_checkpoint(model, trial)
+        self.accelerator.wait_for_everyone()  # sharded saves (FSDP, DeepSpeed) write from every rank
+        if self.args.should_save and os.path.isdir(folder):
+            mark_complete(folder, self.state.global_step)
 
     # ---------------------------------------------------------------- PEFT checkpoints keep the speech rows
     def _save(self, output_dir=None, state_dict=None):

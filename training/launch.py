@@ -1,0 +1,49 @@
+"""How the run was launched, read from the environment before TrainingArguments sets up devices.
+
+Measured on a 2-core CPU machine without GPU (accelerate 1.16, transformers 5.25), tiny config, 2 steps:
+- `accelerate launch --config_file configs/accelerate/ddp.yaml --num_processes 2 --cpu train_hf.py ...` starts ONE
+  process: with `--cpu` accelerate always uses its simple launcher, which runs several CPU processes only through MPI
+  (`--mpirun_hostfile`); it sets MASTER_ADDR/MASTER_PORT and nothing else. `launch_problem` refuses that launch.
+- the same line without `--cpu` starts 2 processes through torchrun, but each one, finding no GPU, set itself up as
+  a world of 1: two independent runs writing one output dir. With `use_cpu` they form one world of 2 (gloo):
+  `launch_defaults` sets `use_cpu` when a multi-process launch finds no accelerator.
+- `torchrun --nproc_per_node 2 train_hf.py ... --use_cpu true` gives the same world of 2.
+"""
+
+import logging
+import os
+
+logger = logging.getLogger(__name__)
+
+MPI_WORLD = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS")
+
+
+def _true(value: str | None) -> bool:
+    return str(value).lower() in ("1", "true", "yes", "on")
+
+
+def launch_problem(env=None) -> str | None:
+    """Why this launch cannot give the processes it asked for (None when it can)."""
+    env = os.environ if env is None else env
+    asked_several = "MASTER_ADDR" in env and "MASTER_PORT" in env  # accelerate's simple launcher, num_processes > 1
+    started_one = "WORLD_SIZE" not in env and not any(k in env for k in MPI_WORLD)
+    if _true(env.get("ACCELERATE_USE_CPU")) and asked_several and started_one:
+        return ("`accelerate launch --cpu` (or use_cpu: true in the accelerate config) with --num_processes > 1 starts "
+                "a single process: accelerate runs several CPU processes only through MPI (--mpirun_hostfile). "
+                "Drop --cpu: `accelerate launch --config_file configs/accelerate/ddp.yaml --num_processes 2 "
+                "train_hf.py ...` runs 2 CPU processes on a machine without GPU, as does "
+                "`torchrun --nproc_per_node 2 train_hf.py ... --use_cpu true`")
+    return None
+
+
+def launch_defaults(env=None) -> dict:
+    """TrainingArguments defaults the launch needs: use_cpu for a multi-process launch on a machine without GPU."""
+    env = os.environ if env is None else env
+    if int(env.get("WORLD_SIZE", "1")) > 1:
+        import torch
+
+        if not torch.accelerator.is_available():
+            logger.info("%s processes and no accelerator: use_cpu=True (each would otherwise train alone)",
+                        env["WORLD_SIZE"])
+            return {"use_cpu": True}
+    return {}
