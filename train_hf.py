@@ -150,6 +150,9 @@ def main(argv=None, callbacks=None):
     trainer.model = trainer.model_wrapped = final
     trainer.save_model(args.output_dir, _internal_call=True)  # save_pretrained (flat remote code) + processor; no push yet
     if args.should_save:
+        from app import write_space_files
+
+        write_space_files(args.output_dir)  # app.py + requirements.txt: the folder also runs as a Space
         card_info["train_metrics"] = result.metrics
         try:
             from model_cards.generate import write_model_card

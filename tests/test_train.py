@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -104,6 +105,9 @@ def test_mdu_trains_added_layers_and_keeps_base_bitwise(work):
     assert "model.embed_tokens.speech_weight" in changed and any(".mlp.down_proj" in n for n in changed)
     assert model.config.logits_at_labels_only is False  # training-only switch not exported
     assert MDUSpeechProcessor.from_pretrained(out).speech_token_start == model.config.speech_token_start
+    # the export also runs as a Space: the web demo and what it needs
+    assert (out / "app.py").read_text() == (Path(__file__).resolve().parent.parent / "app.py").read_text()
+    assert "gradio" in (out / "requirements.txt").read_text()
 
 
 def test_full_trains_every_parameter_with_text_rehearsal(work):
