@@ -22,12 +22,19 @@ from transformers import AutoTokenizer, set_seed
 from modeling_mdu import MDUSpeechProcessor, MDUSpeechTokenizer
 from modeling_mdu.hf_compat import checkpointing_requested, set_checkpointing_kwargs
 from training.arguments import parse_args
-from training.collator import ASRCollator
 from training.checkpoints import resolve_resume
-from training.data import (add_speech_units, check_asr_rows, check_local_or_hub, drop_long, load_asr_dataset,
-                           load_text_dataset, mix_text)
+from training.collator import ASRCollator
+from training.data import (
+    add_speech_units,
+    check_asr_rows,
+    check_local_or_hub,
+    drop_long,
+    load_asr_dataset,
+    load_text_dataset,
+    mix_text,
+)
 from training.hub import check_hub_access
-from training.methods import METHODS, MethodContext, build_method, export_model, is_peft_model
+from training.methods import MethodContext, build_method, export_model, is_peft_model
 from training.trainer import MDUTrainer, write_model_card_guarded
 
 logger = logging.getLogger("train_hf")

@@ -1,7 +1,16 @@
-"""MDUSpeechConfig: a LlamaConfig that also says where new layers sit and how the vocabulary grows.
+"""MDUSpeechConfig: the base LLM's own config fields, flat, plus where new layers sit and how the vocabulary grows.
+
+One config class for every base family (`base_model_type`: llama, mistral, qwen2, qwen3, gemma3_text). It subclasses
+LlamaConfig, whose fields every supported family shares, and keeps the family's other fields (q/k norms need none;
+Gemma's `query_pre_attn_scalar`, `sliding_window`, ... ) as plain attributes, so `config.hidden_size` & co. read as on
+any causal LM config and checkpoints made before the other families (Llama only, no `base_model_type`) load as
+before. `to_text_config()` gives the base's own config class back.
 
 The up-scaled stack has `num_hidden_layers = num_base_layers + len(added_after)` layers, so caches, masks and
-everything else in transformers that reads `num_hidden_layers` see the real depth.
+everything else in transformers that reads `num_hidden_layers` see the real depth. `layer_types` are the cache
+layer types: the base's attention type per layer (full_attention / sliding_attention), an added Transformer layer
+the type of the layer it copies, an E-Branchformer layer "hybrid" / "hybrid_sliding" (attention + conv states);
+`attention_types` are the attention types alone.
 
 Vocabulary layout (ids):
     [0, text_vocab_size)                              the base model's text tokens (frozen rows)
@@ -18,7 +27,18 @@ except ImportError:  # source tree: configuration_mdu/ is a package
     from configuration_mdu.placement import PLACEMENTS, compute_added_after, num_added_from_ratio, validate_added_after
 
 LAYER_TYPES = ("transformer", "e_branchformer")
+ATTENTION_TYPES = ("full_attention", "sliding_attention")
 NUM_SPEECH_SPECIAL_TOKENS = 2  # <|speech_start|>, <|speech_end|>
+
+
+def base_attention_types(config) -> list[str]:
+    """A base config's attention type per layer: its `layer_types`, or, for families without them (Llama, Mistral),
+    sliding_attention everywhere when the config has a window (Mistral's masks and caches do the same)."""
+    layer_types = getattr(config, "layer_types", None)
+    if layer_types is not None:
+        return list(layer_types)
+    sliding = getattr(config, "sliding_window", None) is not None
+    return ["sliding_attention" if sliding else "full_attention"] * config.num_hidden_layers
 
 
 @strict
@@ -37,6 +57,8 @@ class MDUSpeechConfig(LlamaConfig):
         cgmlp_conv_kernel, merge_conv_kernel (`int`): causal depthwise conv kernels (ESPnet default 31).
         speech_vocab_size (`int`): number of discrete speech units.
         text_bypass (`bool`): sequences without speech tokens skip the added layers (bitwise the base model).
+        base_model_type (`str`): the base's family (llama | mistral | qwen2 | qwen3 | gemma3_text).
+        base_layer_types (`list[str]`): the base's attention type per layer (full_attention | sliding_attention).
         logits_at_labels_only (`bool`): when `labels` are given, compute logits only where a label needs them.
     """
 
@@ -59,6 +81,8 @@ class MDUSpeechConfig(LlamaConfig):
     text_bypass: bool = False
     logits_at_labels_only: bool = False
     number_of_conv_states: int = 2
+    base_model_type: str = "llama"
+    base_layer_types: list[str] | None = None
 
     def __post_init__(self, **kwargs):
         if self.num_base_layers is None:
@@ -104,8 +128,17 @@ class MDUSpeechConfig(LlamaConfig):
                 f"num_base_layers + len(added_after) = {expected}"
             )
         self.num_hidden_layers = expected
-        added_type = "hybrid" if self.layer_type == "e_branchformer" else "full_attention"
-        self.layer_types = ["full_attention" if not added else added_type for added in self.layer_is_added]
+        if self.base_layer_types is None:  # checkpoints from before base_model_type: Llama, full attention
+            self.base_layer_types = ["full_attention"] * L
+        if len(self.base_layer_types) != L or set(self.base_layer_types) - set(ATTENTION_TYPES):
+            raise ValueError(f"base_layer_types must be {L} of {ATTENTION_TYPES}, got {self.base_layer_types}")
+        attention = []
+        for i in range(L):
+            attention.append(self.base_layer_types[i])
+            attention += [self.base_layer_types[i]] * self.added_after.count(i)
+        hybrid = {"full_attention": "hybrid", "sliding_attention": "hybrid_sliding"}
+        ebf = self.layer_type == "e_branchformer"
+        self.layer_types = [hybrid[t] if added and ebf else t for t, added in zip(attention, self.layer_is_added)]
 
     def _resolve_vocab(self):
         if self.speech_vocab_size < 0:
@@ -124,6 +157,20 @@ class MDUSpeechConfig(LlamaConfig):
         if self.vocab_size not in (self.text_vocab_size, total):
             raise ValueError(f"vocab_size={self.vocab_size} must equal text_vocab_size + 2 + speech_vocab_size = {total}")
         self.vocab_size = total
+
+    @classmethod
+    def from_base_config(cls, base_config, **mdu_kwargs) -> "MDUSpeechConfig":
+        """The config of `base_config`'s model up-scaled with `mdu_kwargs` (placement, layer_type, ...): the base's
+        fields, its family and its attention type per layer."""
+        fields = base_config.to_dict()
+        base_model_type = fields.pop("model_type")
+        fields.pop("layer_types", None)
+        for key in ("architectures", "auto_map", "quantization_config", "transformers_version", "dtype"):
+            fields.pop(key, None)
+        if mdu_kwargs.get("added_after") is not None:
+            mdu_kwargs["placement"] = "custom"
+        return cls(**fields, base_model_type=base_model_type, base_layer_types=base_attention_types(base_config),
+                   **mdu_kwargs)
 
     @property
     def layer_is_added(self) -> list[bool]:
@@ -145,12 +192,23 @@ class MDUSpeechConfig(LlamaConfig):
     def added_layer_positions(self) -> list[int]:
         return [pos for pos, added in enumerate(self.layer_is_added) if added]
 
-    def to_text_config(self) -> LlamaConfig:
-        """The LlamaConfig of the frozen base model."""
+    @property
+    def attention_types(self) -> list[str]:
+        """Attention type (full_attention / sliding_attention) of every layer of the up-scaled stack."""
+        return [t.replace("hybrid_sliding", "sliding_attention").replace("hybrid", "full_attention") for t in self.layer_types]
+
+    def to_text_config(self):
+        """The base model's own config (its family's class: LlamaConfig, Qwen3Config, ...)."""
+        from transformers import AutoConfig
+
         own = set(MDUSpeechConfig.__dataclass_fields__) - set(LlamaConfig.__dataclass_fields__)
-        d = {k: v for k, v in self.to_dict().items() if k not in own | {"layer_types", "model_type", "auto_map", "architectures"}}
+        drop = own | {"layer_types", "model_type", "auto_map", "architectures", "custom_pipelines", "transformers_version"}
+        d = {k: v for k, v in self.to_dict().items() if k not in drop}
         d.update(num_hidden_layers=self.num_base_layers, vocab_size=self.text_vocab_size)
-        return LlamaConfig(**d)
+        config_class = type(AutoConfig.for_model(self.base_model_type))
+        if "layer_types" in getattr(config_class, "__dataclass_fields__", {}):
+            d["layer_types"] = list(self.base_layer_types)
+        return config_class(**d)
 
 
 __all__ = ["MDUSpeechConfig"]

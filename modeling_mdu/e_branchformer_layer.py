@@ -8,6 +8,10 @@
                     X' = X + H
     FFN:            Y  = X' + FFN(LN(X'))                  copied from the layer before, no macaron FFN
 
+Attention, MLP and norms are the base family's own classes (base_families.py), so the layer copies any supported
+base's layer before it: Qwen3's q/k norms, Qwen2's q/k/v biases, sliding-window attention, and Gemma 3's norms
+around attention and MLP ("sandwich" norms: Hg = N1(MHSA(LN(X))) and FFN(X') = N3(MLP(N2(X'))) ).
+
 The local branch and the merge run on speech positions only; at text positions H = Hg, so text takes the
 MHSA + FFN path alone. Both convolutions are causal, and their left context is kept in the generation cache.
 
@@ -20,10 +24,11 @@ already keeps the layer an identity.
 import torch
 from torch import nn
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.models.llama.modeling_llama import LlamaAttention, LlamaMLP, LlamaRMSNorm
 
+from .base_families import base_family
 from .causal_conv import CausalDepthwiseConv1d
 from .hf_compat import cache_kwarg, take_cache
+from .transformer_layer import zero_residual_writers
 
 CSGU_CONV_STATE, MERGE_CONV_STATE = 0, 1
 
@@ -54,20 +59,38 @@ class ConvolutionalGatingMLP(nn.Module):
         return self.channel_proj2(h) * mask
 
 
+def use_attention_type(attention: nn.Module, attention_type: str, config) -> None:
+    """The family attention classes read their window from `config.layer_types[layer_idx]`, which for an
+    E-Branchformer layer is the cache type ("hybrid" / "hybrid_sliding"): set what the attention type implies."""
+    sliding = attention_type == "sliding_attention"
+    if hasattr(attention, "layer_type"):
+        attention.layer_type = attention_type
+    if hasattr(attention, "is_sliding"):
+        attention.is_sliding = sliding
+    if hasattr(attention, "sliding_window") and config.base_model_type != "mistral":  # Mistral: every layer
+        attention.sliding_window = getattr(config, "sliding_window", None) if sliding else None
+
+
 class EBranchformerLayer(GradientCheckpointingLayer):
     def __init__(self, config, layer_idx: int):
         super().__init__()
+        family = base_family(config.base_model_type)
         d = config.hidden_size
         self.layer_idx = layer_idx
         self.hidden_size = d
-        self.input_layernorm = LlamaRMSNorm(d, eps=config.rms_norm_eps)
-        self.self_attn = LlamaAttention(config=config, layer_idx=layer_idx)
+        self.sandwich_norms = family.sandwich_norms
+        self.input_layernorm = family.norm(d, eps=config.rms_norm_eps)
+        self.self_attn = family.attention(config=config, layer_idx=layer_idx)
+        use_attention_type(self.self_attn, config.attention_types[layer_idx], config)
         self.cgmlp_layernorm = nn.LayerNorm(d)
         self.cgmlp = ConvolutionalGatingMLP(d, config.cgmlp_units, config.cgmlp_conv_kernel)
         self.merge_conv = CausalDepthwiseConv1d(2 * d, config.merge_conv_kernel, state_idx=MERGE_CONV_STATE)
         self.merge_proj = nn.Linear(2 * d, d)
-        self.post_attention_layernorm = LlamaRMSNorm(d, eps=config.rms_norm_eps)
-        self.mlp = LlamaMLP(config)
+        self.post_attention_layernorm = family.norm(d, eps=config.rms_norm_eps)
+        if self.sandwich_norms:
+            self.pre_feedforward_layernorm = family.norm(d, eps=config.rms_norm_eps)
+            self.post_feedforward_layernorm = family.norm(d, eps=config.rms_norm_eps)
+        self.mlp = family.mlp(config)
 
     def _cache_layer(self, cache):
         if cache is None:
@@ -108,6 +131,8 @@ class EBranchformerLayer(GradientCheckpointingLayer):
             **cache_kwarg(cache),
             **kwargs,
         )
+        if self.sandwich_norms:
+            h_global = self.post_attention_layernorm(h_global)
         if bool(speech_mask.any()):
             is_speech = speech_mask.unsqueeze(-1)
             mask = is_speech.to(hidden_states.dtype)
@@ -122,7 +147,10 @@ class EBranchformerLayer(GradientCheckpointingLayer):
             hidden_states = residual + h_global
 
         residual = hidden_states
-        hidden_states = self.mlp(self.post_attention_layernorm(hidden_states))
+        if self.sandwich_norms:
+            hidden_states = self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(hidden_states)))
+        else:
+            hidden_states = self.mlp(self.post_attention_layernorm(hidden_states))
         return residual + hidden_states
 
     @torch.no_grad()
@@ -147,7 +175,4 @@ class EBranchformerLayer(GradientCheckpointingLayer):
     @torch.no_grad()
     def make_identity(self) -> None:
         self.reset_branch_parameters()
-        for linear in (self.self_attn.o_proj, self.mlp.down_proj):
-            linear.weight.zero_()
-            if linear.bias is not None:
-                linear.bias.zero_()
+        zero_residual_writers(self)

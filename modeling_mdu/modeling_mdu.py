@@ -1,7 +1,10 @@
-"""MDUSpeechModel / MDUSpeechForCausalLM: a frozen Llama text LLM with new decoder layers inserted between its layers.
+"""MDUSpeechModel / MDUSpeechForCausalLM: a frozen text LLM with new decoder layers inserted between its layers.
 
-Build one from a text LLM with `MDUSpeechForCausalLM.from_text_model(...)`; get the untouched text LLM back with
-`model.to_text_model()`. Right after `from_text_model` the model computes exactly what the base computed on text.
+Build one from a text LLM (Llama, Mistral, Qwen2, Qwen3 or Gemma 3 text; base_families.py) with
+`MDUSpeechForCausalLM.from_text_model(...)`; get the untouched text LLM back with `model.to_text_model()`. Right after
+`from_text_model` the model computes exactly what the base computed on text: its layers are the base family's own
+classes, and the forward below is the family's (masks per attention type, RoPE per attention type for Gemma 3,
+scaled embeddings, final-logit soft-capping) with the added layers in between.
 """
 
 import copy
@@ -10,27 +13,26 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import GenerationMixin, LlamaForCausalLM, PreTrainedModel
+from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache
-from transformers.masking_utils import create_causal_mask
+from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
-from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRMSNorm, LlamaRotaryEmbedding
 
+from . import pipeline_mdu  # noqa: F401  (pipeline(task, model=<MDU model object>) builds the MDU pipeline)
+from .base_families import base_family, check_supported_base
 from .e_branchformer_layer import ConvolutionalSpatialGatingUnit, EBranchformerLayer
 from .hf_compat import cache_kwarg, output_cache, take_cache
-from . import pipeline_mdu  # noqa: F401  (pipeline(task, model=<MDU model object>) builds the MDU pipeline)
 from .remote_code import AUTO_MAP, CUSTOM_PIPELINES, export_remote_code
 from .speech_vocab import MDUEmbedding, MDULMHead, init_new_rows, init_rows_from_text
-from .transformer_layer import MDUTransformerLayer
-from .upscaling import base_to_upscaled_keys, check_llama_base, upscaled_to_base_keys
+from .transformer_layer import zero_residual_writers
+from .upscaling import base_to_upscaled_keys, upscaled_to_base_keys
 
 try:  # flat trust_remote_code checkpoint
     from .configuration_mdu import MDUSpeechConfig
 except ImportError:  # source tree
     from configuration_mdu import MDUSpeechConfig
 
-ADDED_LAYER_CLASSES = {"transformer": MDUTransformerLayer, "e_branchformer": EBranchformerLayer}
 # Keyword arguments the HF Trainer / generate may pass that are not meant for the attention kernels.
 _NOT_FOR_LAYERS = ("num_items_in_batch", "return_dict", "output_attentions", "output_hidden_states", "cache_position")
 
@@ -47,7 +49,7 @@ class MDUSpeechPreTrainedModel(PreTrainedModel):
     config: MDUSpeechConfig
     base_model_prefix = "model"
     supports_gradient_checkpointing = True
-    _no_split_modules = ["LlamaDecoderLayer", "MDUTransformerLayer", "EBranchformerLayer"]
+    _no_split_modules = ["LlamaDecoderLayer", "EBranchformerLayer"]  # per model: the base family's layer class
     _skip_keys_device_placement = ["past_key_values", "cache"]
     _supports_flash_attn = True
     _supports_sdpa = True
@@ -68,6 +70,13 @@ class MDUSpeechPreTrainedModel(PreTrainedModel):
             init.copy_(module.merge_proj.weight, torch.cat([torch.eye(d), torch.zeros(d, d)], dim=1))
             init.zeros_(module.merge_proj.bias)
             init.zeros_(module.merge_conv.conv.bias)
+        elif "RotaryEmbedding" in type(module).__name__:
+            # RoPE buffers are not in checkpoints: compute them as the family's class does (Gemma 3 keeps one set per
+            # attention type, which the generic init does not know)
+            with torch.device("cpu"):
+                fresh = type(module)(config=module.config)
+            for name, buffer in fresh.named_buffers():
+                init.copy_(module.get_buffer(name), buffer)
         else:
             super()._init_weights(module)
 
@@ -102,16 +111,25 @@ def suppress_speech_in_generation(model) -> None:
 class MDUSpeechModel(MDUSpeechPreTrainedModel):
     def __init__(self, config: MDUSpeechConfig):
         super().__init__(config)
+        family = base_family(config.base_model_type)
         self.embed_tokens = MDUEmbedding(config.text_vocab_size, config.vocab_size - config.text_vocab_size, config.hidden_size)
-        added_cls = ADDED_LAYER_CLASSES[config.layer_type]
+        ebf = config.layer_type == "e_branchformer"
         self.layers = nn.ModuleList(
             [
-                added_cls(config, layer_idx) if added else LlamaDecoderLayer(config, layer_idx)
+                EBranchformerLayer(config, layer_idx) if added and ebf else family.decoder_layer(config, layer_idx)
                 for layer_idx, added in enumerate(config.layer_is_added)
             ]
         )
-        self.norm = LlamaRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
-        self.rotary_emb = LlamaRotaryEmbedding(config=config)
+        self.norm = family.norm(config.hidden_size, eps=config.rms_norm_eps)
+        if family.rotary_per_attention_type:  # one RoPE per attention type: read from the attention types alone
+            rotary_config = copy.copy(config)
+            rotary_config.layer_types = config.attention_types
+            self.rotary_emb = family.rotary(config=rotary_config)
+        else:
+            self.rotary_emb = family.rotary(config=config)
+        self.embed_scale = config.hidden_size**0.5 if family.scaled_embeddings else None
+        self.rotary_per_attention_type = family.rotary_per_attention_type
+        self._no_split_modules = [family.decoder_layer.__name__, "EBranchformerLayer"]
         self.gradient_checkpointing = False
         self.post_init()
 
@@ -169,6 +187,8 @@ class MDUSpeechModel(MDUSpeechPreTrainedModel):
             if speech_mask is None:
                 speech_mask = input_ids >= self.config.text_vocab_size
             inputs_embeds = self.embed_tokens(input_ids)
+            if self.embed_scale is not None:  # Gemma: the embedding output times sqrt(hidden_size), in its dtype
+                inputs_embeds = inputs_embeds * torch.tensor(self.embed_scale, dtype=inputs_embeds.dtype)
         if speech_mask is None and (self.config.text_bypass or self.config.layer_type == "e_branchformer"):
             if self.config.num_added_layers:
                 raise ValueError("Pass speech_mask (bool [batch, seq]) together with inputs_embeds: the added layers need it")
@@ -182,35 +202,31 @@ class MDUSpeechModel(MDUSpeechPreTrainedModel):
             past_seen = cache.get_seq_length() if cache is not None else 0
             position_ids = (torch.arange(inputs_embeds.shape[1], device=inputs_embeds.device) + past_seen).unsqueeze(0)
 
-        causal_mask = create_causal_mask(
-            config=self.config,
-            inputs_embeds=inputs_embeds,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            **cache_kwarg(cache),
-        )
+        mask_kwargs = dict(config=self.config, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                           position_ids=position_ids, **cache_kwarg(cache))
+        masks = {"full_attention": create_causal_mask(**mask_kwargs)} if "full_attention" in self.config.attention_types else {}
+        if "sliding_attention" in self.config.attention_types:
+            masks["sliding_attention"] = create_sliding_window_causal_mask(**mask_kwargs)
         gate = self._added_layers_gate(speech_mask, cache)
         run_none = gate is not None and not bool(gate.any())
         run_all = gate is None or bool(gate.all())
 
         hidden_states = inputs_embeds
-        position_embeddings = self.rotary_emb(hidden_states, position_ids=position_ids)
+        if self.rotary_per_attention_type:
+            rope = {t: self.rotary_emb(hidden_states, position_ids, t) for t in masks}
+        else:
+            rope = dict.fromkeys(masks, self.rotary_emb(hidden_states, position_ids))
         all_hidden_states = [] if output_hidden_states else None
-        layer_kwargs = dict(
-            attention_mask=causal_mask,
-            position_embeddings=position_embeddings,
-            position_ids=position_ids,
-            use_cache=use_cache,
-            **cache_kwarg(cache),
-            **kwargs,
-        )
-        for layer, added in zip(self.layers, self.config.layer_is_added):
+        layer_kwargs = dict(position_ids=position_ids, use_cache=use_cache, **cache_kwarg(cache), **kwargs)
+        is_ebf = self.config.layer_type == "e_branchformer"
+        for layer, added, kind in zip(self.layers, self.config.layer_is_added, self.config.attention_types):
             if all_hidden_states is not None:
                 all_hidden_states.append(hidden_states)
+            inputs = dict(attention_mask=masks[kind], position_embeddings=rope[kind], **layer_kwargs)
             if not added:
-                hidden_states = layer(hidden_states, **layer_kwargs)
+                hidden_states = layer(hidden_states, **inputs)
             elif not run_none:
-                out = layer(hidden_states, speech_mask=speech_mask, **layer_kwargs)
+                out = layer(hidden_states, speech_mask=speech_mask, **inputs) if is_ebf else layer(hidden_states, **inputs)
                 hidden_states = out if run_all else torch.where(gate[:, None, None], out, hidden_states)
         hidden_states = self.norm(hidden_states)
         if all_hidden_states is not None:
@@ -288,7 +304,8 @@ class MDUSpeechForCausalLM(MDUSpeechPreTrainedModel, GenerationMixin):
                 hidden_states = hidden_states[:, -logits_to_keep:, :] if logits_to_keep > 0 else hidden_states
             else:
                 hidden_states = hidden_states[:, logits_to_keep, :]
-            logits = self._text_only_rows_speak_text(self.lm_head(hidden_states), text_only, (slice(None), None, None))
+            logits = self._soft_cap(self.lm_head(hidden_states))
+            logits = self._text_only_rows_speak_text(logits, text_only, (slice(None), None, None))
             if labels is not None:
                 loss = self.loss_function(
                     logits=logits, labels=labels, vocab_size=self.config.vocab_size, num_items_in_batch=num_items_in_batch
@@ -297,6 +314,11 @@ class MDUSpeechForCausalLM(MDUSpeechPreTrainedModel, GenerationMixin):
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, **cache_kwarg(output_cache(outputs))
         )
         return out.to_tuple() if return_dict is False else out
+
+    def _soft_cap(self, logits):
+        """Gemma's final-logit soft-capping (cap * tanh(logits / cap)) when the base has it; else the logits."""
+        cap = getattr(self.config, "final_logit_softcapping", None)
+        return logits if cap is None else torch.tanh(logits / cap) * cap
 
     def _text_only_rows_speak_text(self, logits, text_only, index):
         """With `text_bypass`, a text-only sequence is the base model, whose vocabulary has no speech tokens: their
@@ -312,7 +334,7 @@ class MDUSpeechForCausalLM(MDUSpeechPreTrainedModel, GenerationMixin):
         LM head over a 49k vocabulary is the costliest matmul, so this skips most of it."""
         shift_labels = labels[:, 1:].to(hidden_states.device)
         keep = shift_labels != -100
-        logits = self.lm_head(hidden_states[:, :-1][keep]).float()
+        logits = self._soft_cap(self.lm_head(hidden_states[:, :-1][keep])).float()
         if text_only is not None:
             rows = torch.arange(keep.shape[0], device=keep.device)[:, None].expand_as(keep)[keep]
             logits = self._text_only_rows_speak_text(logits, text_only, (rows, None))
@@ -339,7 +361,8 @@ class MDUSpeechForCausalLM(MDUSpeechPreTrainedModel, GenerationMixin):
         seed: int = 0,
         **kwargs,
     ) -> "MDUSpeechForCausalLM":
-        """Up-scale a Llama text LLM (a `LlamaForCausalLM` or a path / Hub id) into an MDU speech LM.
+        """Up-scale a text LLM (a `LlamaForCausalLM`, `MistralForCausalLM`, `Qwen2ForCausalLM`, `Qwen3ForCausalLM`,
+        `Gemma3ForCausalLM`, or a path / Hub id of one) into an MDU speech LM.
 
         Each new layer copies the original layer before it, with `o_proj` and `down_proj` zeroed (identity at init);
         the vocabulary gains <|speech_start|>, <|speech_end|> and `speech_vocab_size` units, initialised near the mean
@@ -352,18 +375,16 @@ class MDUSpeechForCausalLM(MDUSpeechPreTrainedModel, GenerationMixin):
         if isinstance(text_model, (str, bytes)) or hasattr(text_model, "__fspath__"):
             from transformers import AutoConfig, AutoModelForCausalLM
 
-            check_llama_base(AutoConfig.from_pretrained(text_model, **{k: v for k, v in kwargs.items() if k in ("revision", "token", "gguf_file", "trust_remote_code")}))
+            hub = {k: v for k, v in kwargs.items() if k in ("revision", "token", "gguf_file", "trust_remote_code")}
+            check_supported_base(AutoConfig.from_pretrained(text_model, **hub))  # before downloading weights
             text_model = AutoModelForCausalLM.from_pretrained(text_model, **kwargs)
         elif kwargs:
             raise TypeError(f"from_text_model got unexpected keyword arguments {sorted(kwargs)}")
-        check_llama_base(text_model.config)
+        check_supported_base(text_model.config)
 
-        base_config = text_model.config.to_dict()
-        for key in ("model_type", "architectures", "auto_map", "quantization_config", "transformers_version", "dtype"):
-            base_config.pop(key, None)
-        config = MDUSpeechConfig(
-            **base_config,
-            placement=placement if added_after is None else "custom",
+        config = MDUSpeechConfig.from_base_config(
+            text_model.config,
+            placement=placement,
             layer_type=layer_type,
             speech_vocab_size=speech_vocab_size,
             added_ratio=added_ratio,
@@ -384,13 +405,14 @@ class MDUSpeechForCausalLM(MDUSpeechPreTrainedModel, GenerationMixin):
         base_state = text_model.state_dict()
         own_state = model.state_dict()
         with torch.no_grad():
-            mapping = base_to_upscaled_keys(config, base_state.keys())
+            mapping = base_to_upscaled_keys(config, base_state.keys(), own_state.keys())
             for own_key, base_key in mapping.items():
                 if own_key not in own_state:
                     raise KeyError(f"base tensor {base_key} has no place in the up-scaled model ({own_key})")
                 own_state[own_key].copy_(base_state[base_key])
             for pos in config.added_layer_positions:
-                model.model.layers[pos].make_identity()
+                layer = model.model.layers[pos]
+                layer.make_identity() if isinstance(layer, EBranchformerLayer) else zero_residual_writers(layer)
             embed = model.model.embed_tokens
             init_new_rows(embed.speech_weight, embed.weight, generator)
             if not config.tie_word_embeddings:
@@ -417,12 +439,14 @@ class MDUSpeechForCausalLM(MDUSpeechPreTrainedModel, GenerationMixin):
         counts = [init_rows_from_text(m.speech_weight[first : first + len(ids)], m.weight, ids) for m in heads]
         return counts[0]
 
-    def to_text_model(self) -> LlamaForCausalLM:
-        """The original text LLM: a `LlamaForCausalLM` with the base weights (copies), the added layers and the new
-        vocabulary rows dropped. Under MDU training the base is frozen, so this is bitwise the model you started from."""
+    def to_text_model(self) -> PreTrainedModel:
+        """The original text LLM, of its own class (`LlamaForCausalLM`, `Qwen3ForCausalLM`, ...), with the base weights
+        (copies), the added layers and the new vocabulary rows dropped. Under MDU training the base is frozen, so this
+        is bitwise the model you started from."""
         config = self.config.to_text_config()
+        config._attn_implementation = self.config._attn_implementation
         with init.no_init_weights():
-            base = LlamaForCausalLM(config)
+            base = base_family(self.config.base_model_type).causal_lm_class()(config)
         base.to(dtype=self.model.embed_tokens.weight.dtype)
         own_state = self.state_dict()
         with torch.no_grad():

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # never executed; read by transformers' relative-import scan (see the module docstring)
     from .audio_io import load_audio_batch  # noqa: F401
+    from .base_families import base_family  # noqa: F401
     from .causal_conv import CausalDepthwiseConv1d  # noqa: F401
     from .configuration_mdu import MDUSpeechConfig  # noqa: F401
     from .e_branchformer_layer import EBranchformerLayer  # noqa: F401
@@ -29,7 +30,7 @@ if TYPE_CHECKING:  # never executed; read by transformers' relative-import scan 
     from .processing_mdu import MDUSpeechProcessor  # noqa: F401
     from .speech_tokenizer import MDUSpeechTokenizer  # noqa: F401
     from .speech_vocab import MDUEmbedding  # noqa: F401
-    from .transformer_layer import MDUTransformerLayer  # noqa: F401
+    from .transformer_layer import zero_residual_writers  # noqa: F401
     from .upscaling import base_to_upscaled_keys  # noqa: F401
 
 PACKAGES = ("configuration_mdu", "modeling_mdu")
@@ -38,7 +39,7 @@ PACKAGES = ("configuration_mdu", "modeling_mdu")
 REMOTE_CODE_FILES = {
     "configuration_mdu": ("configuration_mdu.py", "placement.py"),
     "modeling_mdu": (
-        "audio_io.py", "causal_conv.py", "e_branchformer_layer.py", "hf_compat.py", "modeling_mdu.py",
+        "audio_io.py", "base_families.py", "causal_conv.py", "e_branchformer_layer.py", "hf_compat.py", "modeling_mdu.py",
         "phone_recognizer.py", "pipeline_mdu.py", "processing_mdu.py", "remote_code.py", "speech_tokenizer.py",
         "speech_vocab.py", "transformer_layer.py", "upscaling.py",
     ),

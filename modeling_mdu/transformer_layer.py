@@ -1,19 +1,17 @@
-"""The plain inserted layer: a Llama decoder layer (copy of the one before it, `o_proj` and `down_proj` zeroed)."""
+"""The plain inserted layer: the base family's own decoder layer (LlamaDecoderLayer, Qwen3DecoderLayer, ...), a copy
+of the layer before it with the two projections that write into the residual stream zeroed (`zero_residual_writers`),
+so it computes x -> x at init (the LLaMA Pro block-expansion trick). Families with norms on the sublayer outputs
+(Gemma 3's post-attention / post-feedforward norms) stay the identity too: a norm of zero is zero.
+"""
 
 import torch
-from transformers.models.llama.modeling_llama import LlamaDecoderLayer
+from torch import nn
 
 
-class MDUTransformerLayer(LlamaDecoderLayer):
-    """Same forward as `LlamaDecoderLayer`; takes (and ignores) the `speech_mask` every inserted layer receives."""
-
-    def forward(self, hidden_states: torch.Tensor, speech_mask: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
-        return super().forward(hidden_states, **kwargs)
-
-    @torch.no_grad()
-    def make_identity(self) -> None:
-        """Zero the two projections that write into the residual stream: the layer computes x -> x."""
-        for linear in (self.self_attn.o_proj, self.mlp.down_proj):
-            linear.weight.zero_()
-            if linear.bias is not None:
-                linear.bias.zero_()
+@torch.no_grad()
+def zero_residual_writers(layer: nn.Module) -> None:
+    """Zero `self_attn.o_proj` and `mlp.down_proj` (weights and biases) of a decoder layer."""
+    for linear in (layer.self_attn.o_proj, layer.mlp.down_proj):
+        linear.weight.zero_()
+        if linear.bias is not None:
+            linear.bias.zero_()

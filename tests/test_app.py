@@ -33,8 +33,11 @@ CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 def wait_for(fn, timeout=60.0, what="condition"):
     """Polls fn until it returns something true. The page re-renders while it works, so an element that went stale
     or is covered for a moment counts as not yet."""
-    from selenium.common.exceptions import (ElementClickInterceptedException, NoSuchElementException,
-                                            StaleElementReferenceException)
+    from selenium.common.exceptions import (
+        ElementClickInterceptedException,
+        NoSuchElementException,
+        StaleElementReferenceException,
+    )
 
     end = time.time() + timeout
     while time.time() < end:

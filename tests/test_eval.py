@@ -5,14 +5,14 @@ import json
 import datasets
 import pytest
 import torch
-from audio_fixtures import SR, chirp, fitted_mel_tokenizer, write_wav
+from audio_fixtures import chirp, fitted_mel_tokenizer, write_wav
 from tiny_models import perturb_added_layers, tiny_base, tiny_mdu, tiny_text_tokenizer
 
 from eval.asr import error_rates, evaluate_asr, listening_check, load_metric
 from eval.importance import importance_shift, layer_importance, lr_multipliers, plot_importance, split_importance
 from eval.normalize import normalize_text, number_to_words
 from eval.report import build_report
-from eval.text import evaluate_text, load_task, TASKS_DIR
+from eval.text import TASKS_DIR, evaluate_text, load_task
 from model_cards.generate import read_front_matter, write_model_card
 from modeling_mdu import MDUSpeechProcessor
 from modeling_mdu.hf_compat import SUPPORTED_TRANSFORMERS

@@ -24,6 +24,7 @@ from training.collator import ASRCollator
 from training.data import add_speech_units, drop_long, load_asr_dataset, mix_text
 from training.layerwise_lr import lr_multipliers
 from training.lora_rank import lora_trainable_count, matched_lora_rank, mdu_trainable_count
+from training.methods import METHODS
 
 LR = 3e-3
 
@@ -313,7 +314,7 @@ def test_yaml_defaults_cli_overrides_and_unknown_keys(tmp_path):
 @pytest.mark.parametrize("name", ["mdu_interleaved_ebf", "mdu_transformer", "full", "lora", "layerwise_lr", "lora_layerwise"])
 def test_shipped_configs_parse(name, tmp_path):
     m, d, meth, t = parse_args([f"configs/{name}.yaml", "--output_dir", str(tmp_path)])
-    assert meth.method in train_hf.METHODS and t.learning_rate > 0 and m.base_model and d.dataset
+    assert meth.method in METHODS and t.learning_rate > 0 and m.base_model and d.dataset
     if t.lr_scheduler_type == "warmup_stable_decay":
         assert t.lr_scheduler_kwargs == {"decay_type": "linear", "min_lr_ratio": 0.2}  # 1e-4 -> 2e-5 as the paper
 

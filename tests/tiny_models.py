@@ -30,6 +30,41 @@ def tiny_base(num_layers=4, tie=True, seed=0, attn="sdpa") -> LlamaForCausalLM:
     return LlamaForCausalLM(config).eval()
 
 
+FAMILIES = ["llama", "mistral", "qwen2", "qwen3", "gemma3_text"]
+WINDOW = 6  # sliding window of the tiny sliding-attention bases: shorter than the test sequences
+
+
+def tiny_family_base(family: str, num_layers=4, tie=True, seed=0, attn="sdpa"):
+    """A tiny random causal LM of `family` with the traits MDU must copy exactly: Mistral slides every layer,
+    Qwen2 has q/k/v biases and slides its upper layers, Qwen3 has q/k norms, Gemma 3 text alternates sliding and
+    full layers with two RoPEs, scales its embeddings, has norms around attention and MLP and caps its logits."""
+    from transformers import AutoModelForCausalLM, Gemma3TextConfig, MistralConfig, Qwen2Config, Qwen3Config
+
+    if family == "llama":
+        return tiny_base(num_layers=num_layers, tie=tie, seed=seed, attn=attn)
+    common = dict(vocab_size=TEXT_VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=num_layers,
+                  num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=tie, bos_token_id=1,
+                  eos_token_id=2, pad_token_id=0)
+    configs = {
+        "mistral": lambda: MistralConfig(**common, sliding_window=WINDOW),
+        "qwen2": lambda: Qwen2Config(**common, use_sliding_window=True, sliding_window=WINDOW,
+                                     max_window_layers=num_layers // 2),
+        "qwen3": lambda: Qwen3Config(**common, head_dim=16),
+        "gemma3_text": lambda: Gemma3TextConfig(**common, head_dim=16, query_pre_attn_scalar=16, sliding_window=WINDOW,
+                                                layer_types=["sliding_attention", "full_attention"] * (num_layers // 2),
+                                                final_logit_softcapping=30.0),
+    }
+    torch.manual_seed(seed)
+    config = configs[family]()
+    config._attn_implementation = attn
+    model = AutoModelForCausalLM.from_config(config, attn_implementation=attn).eval()
+    with torch.no_grad():  # Gemma's norms start at zero (x * (1 + w)): move them so that a wrong norm shows
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.add_(0.1 * torch.randn_like(p))
+    return model
+
+
 def tiny_mdu(base=None, layer_type="e_branchformer", placement="interleaved", **kwargs) -> MDUSpeechForCausalLM:
     base = base if base is not None else tiny_base()
     extra = dict(EBF_SMALL) if layer_type == "e_branchformer" else {}

@@ -12,15 +12,11 @@ from configuration_mdu import MDUSpeechConfig
 from modeling_mdu import MDUSpeechForCausalLM
 
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-_NOT_CONFIG = ("model_type", "architectures", "auto_map", "quantization_config", "transformers_version", "dtype")
 
 
 def mdu_config_from_base(base_config, **mdu_fields) -> MDUSpeechConfig:
     """The MDUSpeechConfig `from_text_model(base, **mdu_fields)` would build, without touching weights."""
-    fields = {k: v for k, v in base_config.to_dict().items() if k not in _NOT_CONFIG}
-    if mdu_fields.get("added_after") is not None:
-        mdu_fields["placement"] = "custom"
-    return MDUSpeechConfig(**fields, **mdu_fields)
+    return MDUSpeechConfig.from_base_config(base_config, **mdu_fields)
 
 
 def _meta_model(config) -> MDUSpeechForCausalLM:

@@ -25,7 +25,7 @@ class MethodContext:
     """What a method needs besides its own arguments."""
 
     method_args: object  # MethodArguments
-    base_model: str | object  # path / Hub id or a LlamaForCausalLM
+    base_model: str | object  # path / Hub id or a model of a supported family (modeling_mdu/base_families.py)
     speech_vocab_size: int
     learning_rate: float
     model_kwargs: dict = field(default_factory=dict)  # dtype, attn_implementation ... for from_pretrained
