@@ -218,7 +218,7 @@ def main(argv=None):
     tokenizer_summary = dict(backend="phonetic", units=len(read_json(tok_dir / "preprocessor_config.json")["phonemes"]),
                              phoneme_error_rate_test=history[-1]["eval_per"], phoneme_error_rates=per,
                              epochs=len(history), fit_seconds={k: round(sum(h.get(k, 0) for h in history), 1)
-                                                               for k in ("features_s", "train_s", "eval_s")})
+                                                               for k in ("g2p_s", "features_s", "train_s", "eval_s")})
     done("3. speech tokenizer (CTC phoneme recognizer)")
 
     stage("4-5. up-scale (MDU) and train (train_hf.py, HF Trainer)")

@@ -15,7 +15,7 @@ of up to 15 frames, at most 10% of an utterance; Park et al. 2019) and with `vtl
 warped by a random factor in [1 - a, 1 + a] (vocal-tract-length perturbation, Jaitly and Hinton 2013): both on the
 cached log-mel frames, before the per-utterance normalisation, so they cost no audio work. Waveform augmentation
 (speed, pitch, rooms, noise, codecs) is the corpus's (prepare/augment.py, prepare/multi_corpus.py).
-The history records where the time goes (`features_s` once, `train_s` / `eval_s` per epoch).
+The history records where the time goes (`g2p_s` (espeak-ng) and `features_s` once, `train_s` / `eval_s` per epoch).
 The utterances' features are held in memory (float16: ~16 KB per second of audio): cap them with `max_examples`.
 espeak-ng is needed to fit, not to use the fitted tokenizer.
 """
@@ -95,7 +95,8 @@ def vtlp_warp(frames: torch.Tensor, alpha: float, f_min: float, f_max: float, sa
     Nyquist), by linear interpolation along the mel axis. alpha > 1 moves formants up (a shorter vocal tract)."""
     n_mels = frames.shape[-1]
     nyquist = sampling_rate / 2
-    mels = torch.linspace(float(_slaney_mel(torch.tensor(f_min))), float(_slaney_mel(torch.tensor(f_max))), n_mels + 2)[1:-1]
+    low, high = float(_slaney_mel(torch.tensor(f_min))), float(_slaney_mel(torch.tensor(f_max)))
+    mels = torch.linspace(low, high, n_mels + 2)[1:-1]
     lin = (mels * (200.0 / 3)).where(mels < 15.0, 1000.0 * torch.exp((mels - 15.0) * (math.log(6.4) / 27.0)))
     knee = boundary_hz * min(alpha, 1.0) / alpha
     # the source frequency of every output bin: the inverse of the warp
@@ -174,8 +175,10 @@ def fit_phonetic_tokenizer(
             raise ValueError(f"{len(bad)} empty or missing {name}s: items {bad[:10]} (position in the list given)")
     torch.manual_seed(seed)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    t_g2p = time.perf_counter()
     strings = espeak_phonemes(texts, voices, g2p_voice)
     eval_strings = espeak_phonemes(list(eval_texts), eval_voices, g2p_voice) if eval_audio is not None else None
+    g2p_s = time.perf_counter() - t_g2p
     phonemes = sorted(set("".join(strings)))
     settings = dict(frame_rate=100, **tokenizer_kwargs)
     tok = MDUSpeechTokenizer(backend="phonetic", codebook_size=len(phonemes), phonemes=phonemes, **settings)
@@ -232,9 +235,10 @@ def fit_phonetic_tokenizer(
             losses.append(loss.item())
             bar.update()
             bar.set_postfix(epoch=epoch + 1, loss=f"{losses[-1]:.3f}")
-        record = {"epoch": epoch + 1, "loss": sum(losses) / len(losses), "train_s": round(time.perf_counter() - t_epoch, 1)}
+        record = {"epoch": epoch + 1, "loss": sum(losses) / len(losses),
+                  "train_s": round(time.perf_counter() - t_epoch, 1)}
         if epoch == 0:
-            record["features_s"] = round(features_s, 1)
+            record.update(g2p_s=round(g2p_s, 1), features_s=round(features_s, 1))
         if eval_audio is not None and (eval_every_epoch or epoch == epochs - 1):
             t_eval = time.perf_counter()
             tok.set_recognizer(model)  # moves it to the CPU, eval mode

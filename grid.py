@@ -160,7 +160,9 @@ def main(argv=None) -> dict:
     base_text = out / "base" / "eval" / "text" / "results.json"
     text_flags = flags(max_items=ev["text_max_items"], max_length=ev.get("text_max_length"), device=ev["device"])
     bargs = ["--model", base, *text_flags, "--output_dir", str(base_text.parent), "--overwrite"]
-    from eval import asr as eval_asr, importance as eval_importance, text as eval_text
+    from eval import asr as eval_asr
+    from eval import importance as eval_importance
+    from eval import text as eval_text
 
     stage("base text", base_text, py("-m eval.text", bargs), lambda: eval_text.main(bargs))
     if not a.dry_run and not (out / "base" / "run.json").exists():
@@ -197,9 +199,9 @@ def main(argv=None) -> dict:
         print(f"[grid] ({i}/{len(names)}) {name}: method {cfg['method']}")
 
         def train(name=name, run=run, config_file=config_file):
-            import train_hf
             from transformers import TrainerCallback
 
+            import train_hf
             from training.checkpoints import last_complete_checkpoint
 
             class Count(TrainerCallback):

@@ -10,6 +10,10 @@ access is checked first; `python -m training.hub OUTPUT_DIR --repo_id you/name` 
 
 Before any work: local paths that do not exist, the rows' transcripts and audio files (training/data.py), the
 resume checkpoint (`--resume_from_checkpoint last` skips incomplete ones, training/checkpoints.py), Hub access.
+
+A --dataset of precomputed speech units (a `units` column; `python -m training.precompute_units` writes one) trains
+without decoding or encoding audio: its rows are checked against the speech tokenizer that made them
+(--speech_tokenizer, else the copy beside the units), which also goes into the checkpoint's processor.
 """
 
 import logging
@@ -26,12 +30,17 @@ from training.checkpoints import resolve_resume
 from training.collator import ASRCollator
 from training.data import (
     add_speech_units,
+    add_unit_ids,
     check_asr_rows,
     check_local_or_hub,
+    check_unit_rows,
+    check_units_tokenizer,
     drop_long,
+    is_unit_dataset,
     load_asr_dataset,
     load_text_dataset,
     mix_text,
+    unit_dataset_tokenizer,
 )
 from training.hub import check_hub_access
 from training.methods import MethodContext, build_method, export_model, is_peft_model
@@ -75,8 +84,23 @@ def head(ds, n):
 
 def prepare(ds, processor, data_args, tokenizer, limit):
     ds = head(ds, limit)
-    ds = add_speech_units(ds, processor, data_args.audio_column, data_args.text_column, data_args.preprocessing_num_workers)
+    workers = data_args.preprocessing_num_workers
+    if is_unit_dataset(ds, data_args.units_column):  # precomputed: offset into the model vocabulary, nothing decoded
+        ds = add_unit_ids(ds, processor, data_args.units_column, data_args.text_column, workers)
+    else:
+        ds = add_speech_units(ds, processor, data_args.audio_column, data_args.text_column, workers)
     return drop_long(ds, data_args.max_length or processor.max_length, tokenizer)  # default: the model context
+
+
+def check_rows(ds, source, data_args, speech_tok):
+    """Every row a run reads, before any work: precomputed units against the speech tokenizer's codebook, or
+    transcripts and audio files."""
+    if is_unit_dataset(ds, data_args.units_column):
+        if speech_tok is None:
+            raise ValueError(f"{source} holds precomputed speech units but the training split does not: use one kind")
+        check_unit_rows(ds, source, speech_tok.codebook_size, data_args.units_column, data_args.text_column)
+    else:
+        check_asr_rows(ds, source, data_args.audio_column, data_args.text_column)
 
 
 def main(argv=None, callbacks=None):
@@ -100,20 +124,26 @@ def main(argv=None, callbacks=None):
     if args.push_to_hub:  # the Trainer's repo id: hub_model_id, else the output dir's name
         check_hub_access(args.hub_model_id or Path(args.output_dir).absolute().name, token=args.hub_token)
     load = dict(config=data_args.dataset_config, audio_column=data_args.audio_column, text_column=data_args.text_column,
-                streaming=data_args.streaming)
+                streaming=data_args.streaming, units_column=data_args.units_column)
     train_raw = load_asr_dataset(data_args.dataset, data_args.train_split, **load)
+    speech_tok = None
+    if is_unit_dataset(train_raw, data_args.units_column):  # precomputed units: checked against their tokenizer
+        model_args.speech_tokenizer = unit_dataset_tokenizer(data_args.dataset, model_args.speech_tokenizer,
+                                                             data_args.units_column)
+        speech_tok = MDUSpeechTokenizer.from_pretrained(model_args.speech_tokenizer)
+        check_units_tokenizer(data_args.dataset, speech_tok, model_args.speech_tokenizer)
     fit_rows = model_args.speech_tokenizer_fit_examples if not model_args.speech_tokenizer else 0
     limit = None if data_args.max_train_examples is None else max(data_args.max_train_examples, fit_rows)
-    check_asr_rows(head(train_raw, limit), data_args.dataset, data_args.audio_column, data_args.text_column)
+    check_rows(head(train_raw, limit), data_args.dataset, data_args, speech_tok)
     eval_raw = None
     if data_args.eval_split:
         eval_raw = load_asr_dataset(data_args.dataset, data_args.eval_split, **load)
-        check_asr_rows(head(eval_raw, data_args.max_eval_examples), f"{data_args.dataset} [{data_args.eval_split}]",
-                       data_args.audio_column, data_args.text_column)
+        check_rows(head(eval_raw, data_args.max_eval_examples), f"{data_args.dataset} [{data_args.eval_split}]",
+                   data_args, speech_tok)
 
     tokenizer = AutoTokenizer.from_pretrained(model_args.base_model)
     text_ds = load_text_dataset(data_args.text_dataset) if data_args.text_dataset else None
-    speech_tok = speech_tokenizer_for(model_args, data_args, args, train_raw)
+    speech_tok = speech_tok or speech_tokenizer_for(model_args, data_args, args, train_raw)
 
     importance_texts = None
     if method_args.method in ("layerwise_lr", "lora_layerwise") and not method_args.importance_file:

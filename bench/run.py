@@ -5,7 +5,11 @@
 Sections: train_step (MDU Transformer / MDU E-Branchformer / full fine-tuning / rank-matched LoRA), logits_at_labels,
 generation, text_bypass, tokenizer (speech tokenizer real-time factor, from bench/bench_tokenizer.py when present),
 front_end (the phonetic tokenizer's phoneme error rate, leave one synthesizer family out: bench/front_end.py; it
-builds three corpora and fits four tokenizers, ~30-40 more minutes on 2 cores; `--only` to leave it out).
+builds three corpora and fits four tokenizers, ~30-40 more minutes on 2 cores; `--only` to leave it out), and the
+performance levers of issue 20: recompute (frozen segments recomputed in backward), packing (padding-free batches),
+decode (decoding without host syncs, dynamic / static cache; `--decode-compile` adds torch.compile), ebf_cost
+(E-Branchformer profile and cheaper widths / kernels), fp8 (FP8 frozen base linears: loss curves and step times; a
+speed lever on Hopper GPUs only).
 `--quick` runs them on a tiny random Llama in well under a minute (what tests/test_bench.py checks); the default
 uses SmolLM2-135M-Instruct from cache/base/ (random weights with the same architecture if it is missing) with
 sizes that fit ~10 minutes on a 2-core CPU. Targets from issue 8 are printed as pass/miss; nothing is asserted.
@@ -22,10 +26,23 @@ from pathlib import Path
 
 import torch
 
-from . import front_end, generation, logits_at_labels, text_bypass, train_step
+from . import (
+    decode,
+    ebf_cost,
+    fp8,
+    front_end,
+    generation,
+    logits_at_labels,
+    packing,
+    recompute,
+    text_bypass,
+    train_step,
+)
 from .common import BenchSetup, hardware, hardware_line
 
-SECTIONS = ("train_step", "logits_at_labels", "generation", "text_bypass", "tokenizer", "front_end")
+SECTIONS = ("train_step", "logits_at_labels", "generation", "text_bypass", "tokenizer", "front_end",
+            "recompute", "packing", "decode", "ebf_cost", "fp8")
+LEVERS = {"recompute": recompute, "packing": packing, "decode": decode, "ebf_cost": ebf_cost, "fp8": fp8}  # issue 20
 HERE = Path(__file__).resolve().parent
 
 
@@ -53,6 +70,11 @@ RUNNERS = {
     "text_bypass": lambda setup, args, progress: text_bypass.run(setup, progress=progress),
     "tokenizer": lambda setup, args, progress: run_tokenizer(setup, progress=progress),
     "front_end": lambda setup, args, progress: front_end.run(setup.quick, progress=progress),
+    "recompute": lambda setup, args, progress: recompute.run(setup, isolate=not args.no_isolate, progress=progress),
+    "packing": lambda setup, args, progress: packing.run(setup, progress=progress),
+    "decode": lambda setup, args, progress: decode.run(setup, progress=progress, compile=args.decode_compile),
+    "ebf_cost": lambda setup, args, progress: ebf_cost.run(setup, progress=progress),
+    "fp8": lambda setup, args, progress: fp8.run(setup, progress=progress),
 }
 
 
@@ -165,6 +187,9 @@ def to_markdown(results: dict) -> str:
         lines += [front_end.to_markdown(sec, hw)]
     elif "skipped" in sec:
         lines += ["## Front end: phoneme error rate, leave one synthesizer family out", "", f"skipped: {sec['skipped']}", ""]
+    for name, module in LEVERS.items():
+        if "targets" in results.get(name, {}):
+            lines += [module.to_markdown(results[name], hw)]
     for name in SECTIONS:
         if "error" in results.get(name, {}):
             lines += [f"## {name}: failed", "", "```", results[name]["error"], "```", ""]
@@ -187,6 +212,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--base", default=None, help="base LlamaForCausalLM directory (default cache/base/SmolLM2-135M-Instruct)")
     parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="run these sections only")
     parser.add_argument("--no-isolate", action="store_true", help="train_step in this process (CPU peak memory then not per method)")
+    parser.add_argument("--decode-compile", action="store_true",
+                        help="decode section: also time a static cache with torch.compile (CompileConfig; on a CPU the "
+                             "compilation takes minutes)")
     parser.add_argument("--out", default=str(HERE), help="directory for results.json and results.md (default bench/)")
     args = parser.parse_args(argv)
 
@@ -218,7 +246,7 @@ def main(argv=None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2))
     (out / "results.md").write_text(to_markdown(results))
-    print("\ntargets (issue 8):")
+    print("\ntargets (issues 8 and 20):")
     for t in all_targets(results):
         print(f"  {'PASS' if t['pass'] else 'MISS'}  {t['name']}: {t['value']:.2f} (target {t['target']})")
     failed = [n for n in args.only if "error" in results[n]]

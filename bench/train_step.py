@@ -24,6 +24,9 @@ LABELS = {
     "mdu_transformer": "MDU Transformer (25% interleaved)",
     "mdu_e_branchformer": "MDU E-Branchformer (25% interleaved)",
     "lora": "LoRA rank-matched",
+    # issue-20 levers (bench/recompute.py): the same models with `recompute_frozen_segments`
+    "mdu_transformer_recompute": "MDU Transformer, frozen segments recomputed",
+    "mdu_e_branchformer_recompute": "MDU E-Branchformer, frozen segments recomputed",
 }
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 RATIO_FIELDS = ("step_time_s", "peak_memory_bytes", "optimizer_state_bytes", "trainable_params")
@@ -65,10 +68,10 @@ def lora_rank(base_config, speech_vocab_size: int) -> dict:
 # ------------------------------------------------------------------ one method, in its own process
 def build(method: str, base, setup: BenchSetup, rank: int | None = None):
     """The model to train for `method`, with requires_grad set as training would set it."""
-    if method == "mdu_transformer":
-        return upscale(base, setup, "transformer")
-    if method == "mdu_e_branchformer":
-        return upscale(base, setup, "e_branchformer")
+    if method in ("mdu_transformer", "mdu_transformer_recompute"):
+        return upscale(base, setup, "transformer", recompute_frozen_segments=method.endswith("_recompute"))
+    if method in ("mdu_e_branchformer", "mdu_e_branchformer_recompute"):
+        return upscale(base, setup, "e_branchformer", recompute_frozen_segments=method.endswith("_recompute"))
     if method == "full":
         return upscale(base, setup, "transformer", num_added_layers=0, freeze=False)
     if method == "lora":
@@ -132,8 +135,30 @@ def _warm_code_paths(method: str, setup: BenchSetup) -> None:
     gc.collect()
 
 
-def measure(method: str, setup: BenchSetup, rank: int | None = None) -> dict:
-    """Build `method`'s model from the base and time training steps; meant to run in a fresh process."""
+def saved_tensor_bytes(model, batch) -> int:
+    """Bytes of the tensors autograd keeps for backward after one forward (activations; parameters excluded, each
+    storage counted once), read with `torch.autograd.graph.saved_tensors_hooks`; then backward frees them."""
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    kept = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in params:
+            kept[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = model(**batch).loss
+    loss.backward()
+    model.zero_grad(set_to_none=True)
+    return sum(kept.values())
+
+
+def measure(method: str, setup: BenchSetup, rank: int | None = None, labels_only: bool = False,
+            count_saved: bool = False) -> dict:
+    """Build `method`'s model from the base and time training steps; meant to run in a fresh process.
+    `labels_only`: logits at label positions only (as train_hf trains); `count_saved`: also record the bytes autograd
+    keeps for backward (one extra forward/backward before the memory and time measurement)."""
     setup.apply_threads()
     torch.manual_seed(setup.seed)
     cuda = setup.device == "cuda"
@@ -145,12 +170,15 @@ def measure(method: str, setup: BenchSetup, rank: int | None = None) -> dict:
     del base
     gc.collect()
     model.train()
+    model.config.logits_at_labels_only = labels_only
     size = model_size(model, trainable=True)
     config = model.config
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-5, weight_decay=0.0)
     s = setup.sizes
     batch = asr_batch(config, s.train_batch, s.train_units, s.train_transcript, setup.device, seed=setup.seed)
+    saved = saved_tensor_bytes(model, batch) if count_saved else None
+    gc.collect()
 
     if cuda:
         sync("cuda")
@@ -189,6 +217,7 @@ def measure(method: str, setup: BenchSetup, rank: int | None = None) -> dict:
         "layers": size["layers"],
         "first_loss": state["loss"],
         "lora_rank": rank,
+        "saved_activation_bytes": saved,
     }
 
 

@@ -60,6 +60,13 @@ class MDUSpeechConfig(LlamaConfig):
         base_model_type (`str`): the base's family (llama | mistral | qwen2 | qwen3 | gemma3_text).
         base_layer_types (`list[str]`): the base's attention type per layer (full_attention | sliding_attention).
         logits_at_labels_only (`bool`): when `labels` are given, compute logits only where a label needs them.
+        recompute_frozen_segments (`bool`): in training, run each run of consecutive frozen base layers under one
+            non-reentrant activation checkpoint: only the segment's input is kept for backward, its activations are
+            recomputed there (the frozen weights need no gradient, only the input gradient flows through them).
+        fp8_frozen_linears (`bool`): the linears of the frozen base layers (q/k/v/o, gate/up/down) compute their
+            forward and input-gradient matmuls in FP8 (float8_e4m3fn with row-wise scales, `torch._scaled_mm`);
+            needs a GPU with FP8 matmuls (compute capability >= 8.9: Ada, Hopper) or a CPU. Off by default: a
+            numerics trade-off for speed on Hopper (README).
     """
 
     model_type = "mdu_speech"
@@ -80,6 +87,8 @@ class MDUSpeechConfig(LlamaConfig):
     speech_end_token_id: int | None = None
     text_bypass: bool = False
     logits_at_labels_only: bool = False
+    recompute_frozen_segments: bool = False
+    fp8_frozen_linears: bool = False
     number_of_conv_states: int = 2
     base_model_type: str = "llama"
     base_layer_types: list[str] | None = None

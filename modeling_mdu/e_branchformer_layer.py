@@ -13,7 +13,12 @@ base's layer before it: Qwen3's q/k norms, Qwen2's q/k/v biases, sliding-window 
 around attention and MLP ("sandwich" norms: Hg = N1(MHSA(LN(X))) and FFN(X') = N3(MLP(N2(X'))) ).
 
 The local branch and the merge run on speech positions only; at text positions H = Hg, so text takes the
-MHSA + FFN path alone. Both convolutions are causal, and their left context is kept in the generation cache.
+MHSA + FFN path alone. Both convolutions are causal, and their left context is kept in the generation cache; in a
+packed batch (several sequences in one row) each sequence's convolutions start from an empty context.
+
+Whether a forward holds any speech at all is decided by the caller (`has_speech`, a Python bool: MDUSpeechModel
+decides once per forward, and in generation's decoding steps without reading the token back from the device);
+a layer called on its own reads it from `speech_mask`.
 
 Identity at init (Y = X): `o_proj` and `down_proj` zeroed, W_merge = [I; 0], merge-conv bias 0. Unlike the
 reference recipe, the cgMLP output projection is *not* zeroed: with it and the local half of W_merge both zero,
@@ -26,7 +31,7 @@ from torch import nn
 from transformers.modeling_layers import GradientCheckpointingLayer
 
 from .base_families import base_family
-from .causal_conv import CausalDepthwiseConv1d
+from .causal_conv import CausalDepthwiseConv1d, PackedSequences
 from .hf_compat import cache_kwarg, take_cache
 from .transformer_layer import zero_residual_writers
 
@@ -39,9 +44,9 @@ class ConvolutionalSpatialGatingUnit(nn.Module):
         self.norm = nn.LayerNorm(units // 2)
         self.conv = CausalDepthwiseConv1d(units // 2, kernel_size, state_idx=CSGU_CONV_STATE)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, cache_layer=None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, cache_layer=None, packed: PackedSequences | None = None):
         x_r, x_g = x.chunk(2, dim=-1)
-        x_g = self.conv(self.norm(x_g) * mask, cache_layer)
+        x_g = self.conv(self.norm(x_g) * mask, cache_layer, packed)
         return x_r * x_g
 
 
@@ -53,9 +58,9 @@ class ConvolutionalGatingMLP(nn.Module):
         self.csgu = ConvolutionalSpatialGatingUnit(units, kernel_size)
         self.channel_proj2 = nn.Linear(units // 2, hidden_size)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, cache_layer=None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, cache_layer=None, packed: PackedSequences | None = None):
         h = self.act(self.channel_proj1(x)) * mask
-        h = self.csgu(h, mask, cache_layer)
+        h = self.csgu(h, mask, cache_layer, packed)
         return self.channel_proj2(h) * mask
 
 
@@ -115,10 +120,16 @@ class EBranchformerLayer(GradientCheckpointingLayer):
         position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
         speech_mask: torch.Tensor | None = None,
         cache=None,
+        has_speech: bool | None = None,
+        packed: PackedSequences | None = None,
         **kwargs,
     ) -> torch.Tensor:
+        r"""speech_mask (bool [batch, seq]): which positions are speech. has_speech: whether any is (None: read from
+        speech_mask, one device sync). packed: the sequences of each row of a packed batch (no cache)."""
         if speech_mask is None:
             raise ValueError("EBranchformerLayer needs speech_mask (bool [batch, seq]): which positions are speech")
+        if has_speech is None:
+            has_speech = bool(speech_mask.any())
         cache = take_cache(past_key_values, cache)
         cache_layer = self._cache_layer(cache)
         residual = hidden_states
@@ -133,12 +144,12 @@ class EBranchformerLayer(GradientCheckpointingLayer):
         )
         if self.sandwich_norms:
             h_global = self.post_attention_layernorm(h_global)
-        if bool(speech_mask.any()):
+        if has_speech:
             is_speech = speech_mask.unsqueeze(-1)
             mask = is_speech.to(hidden_states.dtype)
-            h_local = self.cgmlp(self.cgmlp_layernorm(hidden_states) * mask, mask, cache_layer)
+            h_local = self.cgmlp(self.cgmlp_layernorm(hidden_states) * mask, mask, cache_layer, packed)
             h_concat = torch.cat([h_global * mask, h_local], dim=-1)
-            merged = self.merge_proj(h_concat + self.merge_conv(h_concat, cache_layer))
+            merged = self.merge_proj(h_concat + self.merge_conv(h_concat, cache_layer, packed))
             hidden_states = residual + torch.where(is_speech, merged, h_global)
         else:  # no speech here (e.g. decoding the transcript): both conv inputs would be all zeros, the merge unused
             batch, length = hidden_states.shape[:2]

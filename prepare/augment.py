@@ -27,8 +27,12 @@ deterministic given `seed`.
 
 import math
 import random
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 SAMPLING_RATE = 16000
 POLICY = {
@@ -43,7 +47,8 @@ POLICY = {
 RT60_RANGE = (0.15, 0.6)
 
 
-def sample_augmentation(rng: random.Random, num_rirs: int = 0, num_babble: tuple[int, int] = (3, 5), policy=POLICY) -> dict:
+def sample_augmentation(rng: random.Random, num_rirs: int = 0, num_babble: tuple[int, int] = (3, 5),
+                        policy=POLICY) -> dict:
     """One random augmentation chain as a JSON-able dict (what `augment` applies and `describe` names). `babble` is
     the number of other utterances to sum (the caller supplies them); reverb needs a bank of `num_rirs` > 0."""
     params = {"speed": rng.choice(policy["speed"])}
@@ -173,7 +178,7 @@ def colored_noise(kind: str, length: int, generator) -> "torch.Tensor":
 
 
 def add_noise(audio, noise, snr_db: float):
-    """`noise` (tiled or cut to length) added at `snr_db` dB below the audio's power (torchaudio.functional.add_noise)."""
+    """`noise` (tiled or cut to length) added at `snr_db` dB below the audio's power (torchaudio add_noise)."""
     import torch
     import torchaudio.functional as AF
 
@@ -229,7 +234,8 @@ def augment(audio, params: dict | None, rirs: list[np.ndarray] | None = None, ba
         x = pitch_shift(x, params["pitch_k"])
     if "rir" in params:
         if not rirs or not 0 <= params["rir"] < len(rirs):
-            raise ValueError(f"augmentation asks for room impulse response {params['rir']}, the bank has {len(rirs or [])}")
+            have = len(rirs or [])
+            raise ValueError(f"augmentation asks for room impulse response {params['rir']}, the bank has {have}")
         x = reverberate(x, rirs[params["rir"]])
     if "noise" in params:
         if params["noise"] == "babble":

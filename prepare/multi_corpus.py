@@ -133,7 +133,8 @@ def render(item: dict, rooms: tuple[list, list] | None = None) -> tuple[dict, fl
     if params:
         babble = [synth.speak(f, v, t, s, p) for f, v, t, s, p in params.get("babble_utterances", [])]
         audio = aug.augment(audio, params, rirs, babble, seed=zlib.crc32(item["id"].encode()))
-    row = dict(item, augment=aug.describe(params, rt60s), audio={"bytes": ec.write_wav(audio, SAMPLING_RATE), "path": item["id"] + ".wav"})
+    wav = {"bytes": ec.write_wav(audio, SAMPLING_RATE), "path": item["id"] + ".wav"}
+    row = dict(item, augment=aug.describe(params, rt60s), audio=wav)
     return row, len(audio) / SAMPLING_RATE
 
 
@@ -171,7 +172,8 @@ def build_multi_corpus(output_dir=None, held_out="flite", num_train=6000, num_te
     params = {"format": FORMAT_VERSION, "held_out": held_out, "num_train": num_train, "num_test": num_test,
               "num_test_seen": num_test_seen, "seed": seed, "augment_p": augment_p, "text": str(text_source),
               "top_words": top_words, "min_words": min_words, "max_words": max_words,
-              "voice_splits": {k: [list(v) for v in s] for k, s in VOICE_SPLITS.items()}, "family_weight": FAMILY_WEIGHT,
+              "voice_splits": {k: [list(v) for v in s] for k, s in VOICE_SPLITS.items()},
+              "family_weight": FAMILY_WEIGHT,
               "policy": {k: list(v) if isinstance(v, tuple) else v for k, v in aug.POLICY.items()},
               "num_rirs": NUM_RIRS, "rt60_range": list(aug.RT60_RANGE), "espeak_speed_range": list(ec.SPEED_RANGE),
               "espeak_pitch_range": list(ec.PITCH_RANGE), "sampling_rate": SAMPLING_RATE}
@@ -226,9 +228,9 @@ def main(argv=None):
     parser.add_argument("--max_words", type=int, default=20)
     parser.add_argument("--force", action="store_true")
     args = parser.parse_args(argv)
-    dd = build_multi_corpus(args.output_dir, args.held_out, args.num_train, args.num_test, args.num_test_seen, args.seed,
-                            args.augment_p, args.num_proc, args.text_source, args.top_words, max_words=args.max_words,
-                            force=args.force)
+    dd = build_multi_corpus(args.output_dir, args.held_out, args.num_train, args.num_test, args.num_test_seen,
+                            args.seed, args.augment_p, args.num_proc, args.text_source, args.top_words,
+                            max_words=args.max_words, force=args.force)
     print(dd)
 
 

@@ -94,7 +94,8 @@ def installed_voices(family: str) -> tuple[str, ...]:
         out = subprocess.run(["flite", "-lv"], capture_output=True, text=True).stdout
         listed = out.split(":", 1)[-1].split()
     else:
-        proc = subprocess.run(["ffmpeg", "-hide_banner", "-f", "lavfi", "-i", "flite=list_voices=1"], capture_output=True, text=True)
+        cmd = ["ffmpeg", "-hide_banner", "-f", "lavfi", "-i", "flite=list_voices=1"]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
         listed = [w.strip("',") for w in (proc.stdout + proc.stderr).split()]
     return tuple(v for v in FLITE_VOICES if v in listed)
 
@@ -116,7 +117,8 @@ def check_voice(family: str, voice: str) -> None:
 def _run(cmd: list[str], text: str, family: str, voice: str, path: str, stdin: bool = True) -> np.ndarray:
     proc = subprocess.run(cmd, input=text.encode() if stdin else None, capture_output=True)
     if proc.returncode != 0 or not os.path.exists(path):
-        raise ValueError(f"{family} failed for voice {voice!r} on {text!r}: {proc.stderr.decode(errors='replace').strip()[-400:]}")
+        error = proc.stderr.decode(errors="replace").strip()[-400:]
+        raise ValueError(f"{family} failed for voice {voice!r} on {text!r}: {error}")
     audio, sr = espeak_corpus.read_wav(Path(path).read_bytes())
     return audio, sr
 
@@ -134,7 +136,8 @@ def speak(family: str, voice: str, text: str, speed: int = 175, pitch: int = 50,
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "utt.wav")
         if family == "mbrola":
-            audio, sr = _run(["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "-w", path], text, family, voice, path)
+            cmd = ["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "-w", path]
+            audio, sr = _run(cmd, text, family, voice, path)
         elif flite_program() == "flite":
             with open(os.path.join(tmp, "utt.txt"), "w") as f:
                 f.write(text)

@@ -106,12 +106,13 @@ def test_markdown_has_every_section_with_sizes(results):
     md = results["_markdown"]
     for heading in ("## Training step", "## Loss from logits", "## Generation", "## Text-only forward", "## Speech tokenizer"):
         assert heading in md, heading
-    captions = [line for line in md.splitlines() if line.startswith("_hardware:") and "model:" in line]
+    before_levers = md.split("## Lever")[0]  # issue 20's sections follow, with their own captions (test_lever_*)
+    captions = [line for line in before_levers.splitlines() if line.startswith("_hardware:") and "model:" in line]
     assert len(captions) == 4
     for line in captions:  # every figure with its hardware, model size, sequence length and batch size
         assert results["meta"]["hardware"]["cpu"] in line and "params" in line, line
         assert "seq len " in line and "batch " in line, line
-    assert md.count("| full fine-tuning |") == 1 and "| MDU E-Branchformer |" in md
+    assert before_levers.count("| full fine-tuning |") == 1 and "| MDU E-Branchformer |" in md
 
 
 def test_front_end_leave_one_synthesizer_out_records(results):
@@ -131,3 +132,85 @@ def test_front_end_leave_one_synthesizer_out_records(results):
     assert old["fit"]["recipe"]["spec_augment"] is False and fold["fit"]["recipe"]["spec_augment"] is True
     assert {row["split"] for row in old["rows"]} == set(roles)
     assert "## Front end: phoneme error rate" in results["_markdown"]
+
+
+# ------------------------------------------------------------------ issue 20: the performance levers
+def _lever_captions(results, heading):
+    section = results["_markdown"].split(heading)[1].split("\n## ")[0]
+    return [line for line in section.splitlines() if line.startswith("_hardware:")]
+
+
+def test_lever_recompute_records_and_ratios(results):
+    from bench.recompute import FIELDS, METHODS
+
+    sec = results["recompute"]
+    assert set(sec["methods"]) == set(METHODS)
+    full = sec["methods"]["full"]
+    for name, r in sec["methods"].items():
+        for key in FIELDS:
+            assert r[key] > 0 and r["ratio_to_full"][key] == pytest.approx(r[key] / full[key], rel=1e-12), (name, key)
+    for lt in ("mdu_transformer", "mdu_e_branchformer"):
+        on, off = sec["methods"][f"{lt}_recompute"], sec["methods"][lt]
+        assert on["trainable_params"] == off["trainable_params"]
+        assert on["saved_activation_bytes"] < off["saved_activation_bytes"]  # bytes, not time: deterministic
+        assert on["first_loss"] == pytest.approx(off["first_loss"], rel=1e-6)
+    t = sec["targets"][0]
+    assert t["value"] == sec["methods"]["mdu_transformer_recompute"]["ratio_to_full"]["peak_memory_bytes"]
+    assert t["pass"] == (t["value"] <= 0.5) and len(_lever_captions(results, "## Lever: recomputation")) == 1
+
+
+def test_lever_packing_records_and_ratios(results):
+    sec = results["packing"]
+    s = sec["setup"]
+    assert s["padded_shape"][0] == s["examples"] and s["padded_shape"][0] * s["padded_shape"][1] > s["real_tokens"]
+    for lt, row in sec["models"].items():
+        for layout in ("padded", "packed", "packed rows"):
+            r = row[layout]
+            assert r["tokens_per_s"] == pytest.approx(s["real_tokens"] / r["step_time_s"], rel=1e-12)
+        assert row["packed"]["computed_tokens"] == s["real_tokens"] <= row["packed rows"]["computed_tokens"]
+        for layout in ("packed", "packed rows"):
+            speedup = row[layout]["tokens_per_s"] / row["padded"]["tokens_per_s"]
+            assert row["speedup"][layout] == pytest.approx(speedup, rel=1e-12)
+    assert [t["value"] for t in sec["targets"]] == [v for row in sec["models"].values() for v in row["speedup"].values()]
+
+
+def test_lever_decode_records_and_ratios(results):
+    sec = results["decode"]
+    s = sec["setup"]
+    models = sec["models"]
+    for row in models.values():
+        for kind in s["cache_kinds"]:
+            r = row[kind]
+            expected = s["batch_size"] * (s["new_tokens"] - 1) / r["decode_time_s"]
+            assert r["decode_tokens_per_s"] == pytest.approx(expected, rel=1e-12)
+            ref = models["base"][kind]["decode_tokens_per_s"]
+            assert row["ratio_to_base"][kind] == pytest.approx(r["decode_tokens_per_s"] / ref, rel=1e-12)
+    # the lever itself, counted: no reads per decoding step by default, one per step (E-Branchformer) with speech
+    for name in ("mdu_transformer", "mdu_e_branchformer"):
+        assert models[name]["host_reads_per_step"]["text steps (generate's default)"] == 0
+    assert models["mdu_e_branchformer"]["host_reads_per_step"]["speech ids allowed"] == 1
+
+
+def test_lever_ebf_cost_records_and_ratios(results):
+    sec = results["ebf_cost"]
+    p = sec["profile_mdu_e_branchformer_step"]
+    assert p["groups_s"]["depthwise conv"] > 0 and p["groups_s"]["matmul"] > 0
+    assert sum(p["groups_s"].values()) == pytest.approx(p["total_s"], rel=1e-9)
+    full = sec["models"]["full"]["step_time_s"]
+    for r in sec["models"].values():
+        assert r["ratio_to_full"] == pytest.approx(r["step_time_s"] / full, rel=1e-12)
+    models = sec["models"]
+    assert models["mdu_e_branchformer_cgmlp_3d"]["cgmlp_units"] * 2 == models["mdu_e_branchformer"]["cgmlp_units"]
+    assert models["mdu_e_branchformer_cgmlp_3d"]["trainable_params"] < models["mdu_e_branchformer"]["trainable_params"]
+
+
+def test_lever_fp8_records_and_ratios(results):
+    sec = results["fp8"]
+    models = sec["models"]
+    full = models["full"]["step_time_s"]
+    for r in models.values():
+        assert r["ratio_to_full"] == pytest.approx(r["step_time_s"] / full, rel=1e-12)
+        assert len(r["losses"]) == sec["setup"]["steps"] == len(r["step_times_s"])
+    ref, fp8 = models["mdu_transformer"]["losses"], models["mdu_transformer_fp8"]["losses"]
+    assert sec["max_relative_loss_gap_fp8_vs_reference"] == max(abs(a - b) / abs(a) for a, b in zip(ref, fp8))
+    assert 0 < sec["max_relative_loss_gap_fp8_vs_reference"] < 0.05  # FP8 changes the numbers, a little

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from transformers import TrainerCallback
 
 import grid
 import train_hf
-from transformers import TrainerCallback
 
 RUNS = ["full", "mdu_ebf_interleaved"]
 TINY_STEPS = grid.yaml.safe_load((grid.GRID_DIR / "_shared.yaml").read_text())["tiny"]["train"]["max_steps"]

@@ -32,7 +32,8 @@ def test_the_held_out_family_never_speaks_in_training(held_out):
         items = plan[split]
         assert [u["text"] for u in items] == test_sentences  # paired: only the voice differs between test splits
         assert {u["synthesizer"] for u in items} == {spec["family"]} and not {u["voice"] for u in items} & train_voices
-        assert spec["role"] == ("held-out family" if spec["family"] == held_out else "held-out voices of a training family")
+        expected = "held-out family" if spec["family"] == held_out else "held-out voices of a training family"
+        assert spec["role"] == expected
     assert not set(test_sentences) & ({u["text"] for u in train} | {b[2] for b in babble})
     assert {u["text"] for u in plan["test_seen"]} <= {u["text"] for u in train}
     assert 0.7 < np.mean([u["augment"] is not None for u in train]) < 0.9
@@ -56,9 +57,11 @@ def test_build_saves_a_16k_corpus_with_family_voice_and_augmentation_and_caches(
     path = tmp_path / "multi"
     monkeypatch.setattr(mc.ec, "load_sentences", lambda *a, **k: SENTENCES)
     monkeypatch.setattr(mc, "NUM_RIRS", 2)
-    dd = mc.build_multi_corpus(path, held_out="mbrola", num_train=12, num_test=2, num_test_seen=1, augment_p=1.0, num_proc=1)
+    args = dict(held_out="mbrola", num_train=12, num_test=2, num_test_seen=1, augment_p=1.0, num_proc=1)
+    dd = mc.build_multi_corpus(path, **args)
     assert set(dd) == {"train", "test", "test_mbrola", "test_flite", "test_seen"}
-    assert set(dd["train"]["synthesizer"]) <= {"espeak", "flite"} and set(dd["test_mbrola"]["synthesizer"]) == {"mbrola"}
+    assert set(dd["train"]["synthesizer"]) <= {"espeak", "flite"}
+    assert set(dd["test_mbrola"]["synthesizer"]) == {"mbrola"}
     assert all(a for a in dd["train"]["augment"]) and not any(dd["test_flite"]["augment"])
     row = dd["test_flite"][0]
     samples = row["audio"].get_all_samples()
@@ -66,5 +69,5 @@ def test_build_saves_a_16k_corpus_with_family_voice_and_augmentation_and_caches(
     stamp = mc.read_stamp(path / mc.PARAMS_FILE)
     assert stamp["protocol"]["test_mbrola"]["role"] == "held-out family" and stamp["stats"]["augmented_train"] == 12
     capsys.readouterr()
-    mc.build_multi_corpus(path, held_out="mbrola", num_train=12, num_test=2, num_test_seen=1, augment_p=1.0, num_proc=1)
+    mc.build_multi_corpus(path, **args)
     assert "cached" in capsys.readouterr().out

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from audio_fixtures import SR, chirp, fitted_mel_tokenizer, write_wav
+from devices import run_device
 from tiny_models import perturb_added_layers, tiny_mdu, tiny_text_tokenizer
 from transformers import pipeline
 from transformers.pipelines.automatic_speech_recognition import AutomaticSpeechRecognitionPipeline
@@ -29,7 +30,7 @@ GEN = dict(max_new_tokens=4, min_new_tokens=3)  # a random tiny model: a few for
 def model():
     m = tiny_mdu()
     perturb_added_layers(m, std=0.3)
-    return m
+    return m.to(run_device())  # where pipeline() puts it: transcribe and the pipeline compared on one device
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@
 import pytest
 import torch
 from accelerate import infer_auto_device_map
+from devices import on_device_of
 from tiny_models import LAYER_TYPES, perturb_added_layers, speech_prompt, tiny_base, tiny_mdu
 
 from modeling_mdu import MDUSpeechForCausalLM
@@ -94,10 +95,11 @@ def test_device_map_keeps_each_layer_whole(tmp_path, layer_type):
         parts = name.split(".")
         if parts[:2] == ["model", "layers"]:
             assert len(parts) == 3, f"layer split across devices: {name}"
-    # device_map="auto" through from_pretrained (CPU here) loads the same model
+    # device_map="auto" through from_pretrained (the GPU when there is one) loads the same model: compared on its device
     perturb_added_layers(model)
     model.save_pretrained(tmp_path)
     loaded = MDUSpeechForCausalLM.from_pretrained(tmp_path, device_map="auto")
-    ids = speech_prompt()
+    model.to(loaded.device)
+    ids = on_device_of(loaded, speech_prompt())
     with torch.no_grad():
         assert torch.equal(loaded(ids).logits, model(ids).logits)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from audio_fixtures import SR, chirp, fitted_mel_tokenizer, write_wav
+from devices import cpu_only_env
 from tiny_models import TEXT_VOCAB, perturb_added_layers, tiny_mdu, tiny_text_tokenizer
 
 from modeling_mdu import MDUSpeechProcessor
@@ -165,7 +166,7 @@ def test_checkpoint_transcribes_the_same_in_a_clean_interpreter(proc, model, tmp
     expected = proc.transcribe(model, [wav], **GEN)
     script = tmp_path / "run.py"
     script.write_text(CLEAN_SCRIPT)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env = cpu_only_env({k: v for k, v in os.environ.items() if not k.startswith("PYTHON")})  # as in-process
     env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
     out = subprocess.run(
         [sys.executable, "-I", str(script), str(ckpt), wav, str(tmp_path / "resaved")], cwd=run_dir, env=env, capture_output=True, text=True, timeout=120

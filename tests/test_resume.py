@@ -8,6 +8,7 @@ import shutil
 
 import pytest
 import torch
+from devices import CPU_TRAINING
 from safetensors.torch import load_file
 from train_fixtures import fit_tiny_speech_tokenizer, make_audio_folder, save_tiny_base
 from transformers import Trainer, TrainerCallback
@@ -15,7 +16,8 @@ from transformers import Trainer, TrainerCallback
 import train_hf
 from training.checkpoints import MARKER, checkpoint_problem, last_complete_checkpoint, mark_complete, resolve_resume
 
-COMMON = ["--max_steps", "6", "--save_strategy", "steps", "--save_steps", "2", "--learning_rate", "3e-3"]
+# on the CPU: resumed and uninterrupted runs must agree bitwise (GPU attention backward is not deterministic)
+COMMON = [*CPU_TRAINING, "--max_steps", "6", "--save_strategy", "steps", "--save_steps", "2", "--learning_rate", "3e-3"]
 
 
 @pytest.fixture(scope="module")

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 from audio_fixtures import SR, chirp, fitted_mel_tokenizer, write_wav
+from devices import cpu_only_env
 from tiny_models import perturb_added_layers, tiny_mdu, tiny_text_tokenizer
 from train_fixtures import fit_tiny_speech_tokenizer, make_audio_folder, save_tiny_base
 from transformers import AutoFeatureExtractor, AutoProcessor
 
-from modeling_mdu import MDUSpeechProcessor, MDUSpeechTokenizer
-from modeling_mdu import remote_code
+from modeling_mdu import MDUSpeechProcessor, MDUSpeechTokenizer, remote_code
 
 GEN = dict(max_new_tokens=8, min_new_tokens=4)  # a random tiny model: force a few tokens so the texts can differ
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,7 +81,7 @@ def run_clean(script: str, args: list[str], tmp_path: Path, name: str):
     run_dir = tmp_path / f"cwd_{name}"
     run_dir.mkdir()
     (tmp_path / f"{name}.py").write_text(script)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env = cpu_only_env({k: v for k, v in os.environ.items() if not k.startswith("PYTHON")})  # as in-process
     env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / f"modules_{name}"))
     proc = subprocess.run([sys.executable, "-I", str(tmp_path / f"{name}.py"), *args], cwd=run_dir, env=env,
                           capture_output=True, text=True, timeout=300)

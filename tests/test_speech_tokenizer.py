@@ -8,7 +8,8 @@ import torch
 import torchaudio
 from audio_fixtures import SR, agreement, chirp, corpus, fitted_mel_tokenizer, write_wav
 
-from fit_speech_tokenizer import fit_speech_tokenizer, main as fit_main
+from fit_speech_tokenizer import fit_speech_tokenizer
+from fit_speech_tokenizer import main as fit_main
 from modeling_mdu import MDUSpeechTokenizer
 
 

@@ -96,9 +96,10 @@ def test_setup_enables_contrib_and_non_free_on_debian_sources_only(tmp_path):
     (apt / "sources.list").write_text("deb http://deb.debian.org/debian bookworm main contrib\n"
                                       "deb https://example.org/other stable main\n")
     setup = (ROOT / "scripts" / "setup.sh").read_text()
-    function = setup[setup.index("enable_contrib_non_free() {"): setup.index("\n}\n", setup.index("enable_contrib_non_free() {")) + 3]
-    subprocess.run(["bash", "-c", f'SUDO=""\n{function}\nenable_contrib_non_free "$1"\nenable_contrib_non_free "$1"', "_", str(apt)],
-                   check=True)  # twice: a second run changes nothing
+    start = setup.index("enable_contrib_non_free() {")
+    function = setup[start : setup.index("\n}\n", start) + 3]
+    script = f'SUDO=""\n{function}\nenable_contrib_non_free "$1"\nenable_contrib_non_free "$1"'
+    subprocess.run(["bash", "-c", script, "_", str(apt)], check=True)  # twice: a second run changes nothing
     stanzas = (apt / "sources.list.d" / "debian.sources").read_text().strip().split("\n\n")
     assert "Components: main contrib non-free\n" in stanzas[0] + "\n"
     assert "Components: main non-free-firmware contrib non-free" in stanzas[1]

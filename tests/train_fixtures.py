@@ -6,7 +6,6 @@ import wave
 from pathlib import Path
 
 import numpy as np
-
 from tiny_models import tiny_base, tiny_text_tokenizer
 
 SR = 16000

@@ -70,7 +70,9 @@ class MethodArguments:
 class DataArguments:
     dataset: str = field(
         default=None,
-        metadata={"help": "Audio folder, CSV/JSONL file, dataset saved with save_to_disk, or a Hub dataset id."},
+        metadata={"help": "Audio folder, CSV/JSONL/parquet file, dataset saved with save_to_disk, or a Hub dataset "
+                          "id; rows with precomputed speech units (--units_column) need no audio "
+                          "(python -m training.precompute_units writes them)."},
     )
     dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset configuration name."})
     train_split: str = field(default="train", metadata={"help": "Split to train on."})
@@ -82,6 +84,11 @@ class DataArguments:
     text_column: str = field(
         default="text", metadata={"help": "Column with the transcript. Only the default falls back (to "
                                           "transcription, transcript, sentence or normalized_text) when it is absent."}
+    )
+    units_column: str = field(
+        default="units", metadata={"help": "Column of precomputed speech units (speech-tokenizer codebook ids): "
+                                           "when the dataset has it, no audio is decoded; the speech tokenizer that "
+                                           "made them comes from --speech_tokenizer or the copy beside the units."}
     )
     streaming: bool = field(default=False, metadata={"help": "Stream the dataset (needs max_steps)."})
     max_train_examples: int | None = field(default=None, metadata={"help": "Use only the first N training examples."})

@@ -3,20 +3,28 @@
 Sources (`--dataset`):
     a folder with `metadata.csv` / `metadata.jsonl` (audiofolder layout: `file_name` + transcript column),
     a folder of audio files each with a `.txt` transcript beside it,
-    a `.csv` / `.jsonl` / `.json` file (audio paths relative to the file),
+    a `.csv` / `.jsonl` / `.json` / `.parquet` file (audio paths relative to the file),
     a `datasets` Dataset / DatasetDict saved with `save_to_disk`,
     or a Hub dataset id (`--dataset_config`, `--streaming` for IterableDataset).
+Any of them may hold precomputed speech units instead of audio: a `units` column (`--units_column`) of speech-tokenizer
+codebook ids (0 .. codebook_size - 1) per row, next to the transcript. Such a dataset is read without decoding or
+encoding audio (`add_unit_ids`); `python -m training.precompute_units` writes one from any audio dataset, with a copy
+of its speech tokenizer and `units_info.json` (which tokenizer made the units) beside it.
 
 Before any work, `check_asr_rows` reads the transcripts and audio references (not the audio) of the rows a run will use
 and reports every empty/missing transcript and missing audio file with its row (0-based dataset index; for a CSV/JSONL
 also the file's line); `check_local_or_hub` tells a missing local path from a Hub id. A column named by
 `--audio_column`/`--text_column` must exist; only the defaults fall back (`file_name`; `transcription`, ...).
+For unit datasets `check_unit_rows` reports every row whose units are missing, empty or outside the speech tokenizer's
+codebook, or whose transcript is empty, the same way; `check_units_tokenizer` refuses a speech tokenizer other than
+the one `units_info.json` names.
 
 Speech units are computed once with `datasets.map` (batched, `num_proc` workers). The map carries an explicit
 fingerprint (source fingerprint + speech tokenizer settings and fitted state), so on Arrow-backed datasets the result is
 cached and a second run or epoch does not tokenize again. Streaming datasets map lazily (each pass re-tokenizes).
 """
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -30,17 +38,23 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a")
 TEXT_COLUMNS = ("text", "transcription", "transcript", "sentence", "normalized_text")
 DEFAULT_AUDIO, DEFAULT_TEXT = "audio", "text"  # the flags' defaults: only these fall back to other column names
 UNITS = "unit_ids"
+DEFAULT_UNITS = "units"  # precomputed speech units: speech-tokenizer codebook ids (not model-vocabulary ids)
+UNITS_INFO, UNITS_TOKENIZER = "units_info.json", "speech_tokenizer"  # beside a unit dataset (training.precompute_units)
 
 
-def _read_table(path: Path, audio_column: str) -> datasets.Dataset:
-    builder = "csv" if path.suffix == ".csv" else "json"
+def _read_table(path: Path, audio_column: str, units_column: str = DEFAULT_UNITS) -> datasets.Dataset:
+    builder = {".csv": "csv", ".parquet": "parquet"}.get(path.suffix, "json")
     ds = datasets.load_dataset(builder, data_files=str(path), split="train")
+    if units_column in ds.column_names:  # precomputed speech units: no audio to find
+        return ds
     # the audiofolder convention `file_name` stands in for the default column only, never for one named by a flag
     column = audio_column if audio_column in ds.column_names or audio_column != DEFAULT_AUDIO else "file_name"
     if column not in ds.column_names:
         also = " (nor 'file_name')" if audio_column == DEFAULT_AUDIO else ""
         raise ValueError(f"{path}: no audio column {audio_column!r}{also}; columns are {ds.column_names}")
     root = path.parent
+    if getattr(ds.features[column], "dtype", None) not in ("string", "large_string"):  # e.g. parquet Audio structs
+        return ds if column == audio_column else ds.rename_column(column, audio_column)
 
     def absolute(batch):
         return {audio_column: [p if os.path.isabs(p) else str(root / p) for p in batch[column]]}
@@ -61,8 +75,9 @@ def _read_sidecar_folder(folder: Path, audio_column: str, text_column: str) -> d
 
 
 def load_asr_dataset(source: str, split: str = "train", config: str | None = None, audio_column: str = "audio",
-                     text_column: str = "text", streaming: bool = False):
-    """A Dataset (or IterableDataset) with `audio_column` (paths or Audio) and `text_column`, from any source."""
+                     text_column: str = "text", streaming: bool = False, units_column: str = DEFAULT_UNITS):
+    """A Dataset (or IterableDataset) with `audio_column` (paths or Audio) and `text_column`, from any source; or,
+    for a dataset of precomputed speech units, with `units_column` and `text_column` (`is_unit_dataset`)."""
     path = Path(source)
     if path.is_dir() and ((path / "dataset_dict.json").exists() or (path / "state.json").exists()):
         ds = datasets.load_from_disk(str(path))
@@ -73,18 +88,19 @@ def load_asr_dataset(source: str, split: str = "train", config: str | None = Non
     elif path.is_dir():
         meta = [path / n for n in ("metadata.csv", "metadata.jsonl") if (path / n).exists()]
         ds = _read_table(meta[0], audio_column) if meta else _read_sidecar_folder(path, audio_column, text_column)
-    elif path.suffix in (".csv", ".jsonl", ".json"):
+    elif path.suffix in (".csv", ".jsonl", ".json", ".parquet"):
         if not path.exists():
             raise ValueError(f"dataset file {source} does not exist")
-        ds = _read_table(path, audio_column)
+        ds = _read_table(path, audio_column, units_column)
     else:
         check_local_or_hub(source, "--dataset")
         ds = datasets.load_dataset(source, config, split=split, streaming=streaming)
     if streaming and isinstance(ds, datasets.Dataset):  # local data read lazily too, when asked
         ds = ds.to_iterable_dataset()
     columns = ds.column_names or []
-    if audio_column not in columns:
-        raise ValueError(f"{source}: no audio column {audio_column!r}; columns are {columns}")
+    if audio_column not in columns and units_column not in columns:
+        raise ValueError(f"{source}: no audio column {audio_column!r} (nor precomputed speech units in "
+                         f"{units_column!r}); columns are {columns}")
     if text_column not in columns:
         guess = [c for c in TEXT_COLUMNS if c in columns] if text_column == DEFAULT_TEXT else []
         if not guess:
@@ -167,6 +183,127 @@ def check_asr_rows(ds, source: str, audio_column: str = "audio", text_column: st
         more = f"\n  ... and {len(problems) - show} more" if len(problems) > show else ""
         listed = "\n  ".join(problems[:show])
         raise ValueError(f"{name}: {len(problems)} problem(s) in {len(ds)} rows:\n  {listed}{more}")
+
+
+# ---------------------------------------------------------------- precomputed speech units
+
+
+def is_unit_dataset(ds, units_column: str = DEFAULT_UNITS) -> bool:
+    """True when `ds` holds precomputed speech units (then its audio, if any, is never decoded)."""
+    return units_column in (ds.column_names or [])
+
+
+def speech_tokenizer_identity(tok) -> str:
+    """What decides a speech tokenizer's units: its settings (not where it was loaded from) and its fitted state."""
+    where = ("encoder_name_or_path", "encoder_subfolder", "auto_map", "processor_class", "batch_size")
+    return Hasher.hash([{k: v for k, v in sorted(tok.to_dict().items()) if k not in where}, tok.state_digest()])
+
+
+def read_units_info(source: str) -> dict | None:
+    """units_info.json of a folder written by training.precompute_units (None for other sources)."""
+    path = Path(source) / UNITS_INFO
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def unit_dataset_tokenizer(source: str, given: str | None, units_column: str = DEFAULT_UNITS) -> str:
+    """The speech tokenizer for a unit dataset: `given` (--speech_tokenizer), else the copy beside the units."""
+    if given:
+        return given
+    beside = Path(source) / UNITS_TOKENIZER
+    if (beside / "preprocessor_config.json").is_file():
+        return str(beside)
+    raise ValueError(f"--dataset {source} holds precomputed speech units (column {units_column!r}) and no speech "
+                     f"tokenizer beside them ({beside}): pass --speech_tokenizer, the fitted speech tokenizer that "
+                     "computed them (the checkpoint's processor needs it to encode audio later)")
+
+
+def check_units_tokenizer(source: str, tok, tokenizer_path: str) -> None:
+    """Raises ValueError when units_info.json beside the units names another speech tokenizer than `tok`."""
+    info = read_units_info(source)
+    if info is None:  # a table made elsewhere: only the codebook range can be checked (check_unit_rows)
+        return
+    made_by = info["speech_tokenizer"]
+    if made_by["identity"] != speech_tokenizer_identity(tok):
+        raise ValueError(f"--dataset {source}: its units were computed by the speech tokenizer {made_by['path']} "
+                         f"({made_by['backend']}, {made_by['codebook_size']} units, identity {made_by['identity']}); "
+                         f"--speech_tokenizer {tokenizer_path} is another one ({tok.backend}, {tok.codebook_size} "
+                         f"units, identity {speech_tokenizer_identity(tok)}): units of one tokenizer mean nothing to "
+                         "another")
+
+
+def unit_row_problems(units, text, codebook_size: int, units_column: str = DEFAULT_UNITS,
+                      text_column: str = "text") -> list[str]:
+    """What is wrong with one precomputed row: units missing, empty, not integers or outside [0, codebook_size);
+    transcript empty or missing."""
+    problems = []
+    if units is None:
+        problems.append(f"missing speech units in column {units_column!r}")
+    elif len(units) == 0:
+        problems.append(f"no speech units in column {units_column!r} (empty list)")
+    elif not all(isinstance(u, int) and not isinstance(u, bool) for u in units):
+        bad = next(u for u in units if not isinstance(u, int) or isinstance(u, bool))
+        problems.append(f"unit {bad!r} in column {units_column!r} is not an integer id")
+    elif min(units) < 0 or max(units) >= codebook_size:
+        bad = min(units) if min(units) < 0 else max(units)
+        problems.append(f"unit id {bad} in column {units_column!r} is outside the speech tokenizer's codebook "
+                        f"[0, {codebook_size})")
+    if not isinstance(text, str) or not text.strip():
+        kind = "missing" if text is None else "empty" if isinstance(text, str) else type(text).__name__
+        problems.append(f"{kind} transcript in column {text_column!r}")
+    return problems
+
+
+def check_unit_rows(ds, source: str, codebook_size: int, units_column: str = DEFAULT_UNITS, text_column: str = "text",
+                    show: int = 10, batch_size: int = 10000) -> None:
+    """Raises ValueError listing every precomputed row with missing/empty/out-of-range units or an empty/missing
+    transcript (row = dataset index; with the file and line for JSONL/CSV sources), read in batches (no full copy).
+    Streaming datasets are checked row by row as they are read (`add_unit_ids`)."""
+    if isinstance(ds, datasets.IterableDataset):
+        return
+    name, first_line = describe_source(source)
+    feature = ds.features.get(units_column)
+    dtype = getattr(getattr(feature, "feature", None), "dtype", "")
+    if not (isinstance(dtype, str) and dtype.startswith(("int", "uint"))):
+        raise ValueError(f"{name}: column {units_column!r} must hold lists of integer unit ids (speech-tokenizer "
+                         f"codebook ids); it holds {feature}")
+    problems, columns = [], ds.select_columns([units_column, text_column])
+    for start in range(0, len(ds), batch_size):
+        batch = columns[start : start + batch_size]
+        for i, (units, text) in enumerate(zip(batch[units_column], batch[text_column])):
+            row = start + i
+            where = f"row {row}" + (f" (line {row + first_line})" if first_line is not None else "")
+            found = unit_row_problems(units, text, codebook_size, units_column, text_column)
+            problems += [f"{where}: {p}" for p in found]
+    if problems:
+        more = f"\n  ... and {len(problems) - show} more" if len(problems) > show else ""
+        listed = "\n  ".join(problems[:show])
+        raise ValueError(f"{name}: {len(problems)} problem(s) in {len(ds)} rows of precomputed speech units:\n  "
+                         f"{listed}{more}")
+
+
+def add_unit_ids(ds, processor, units_column: str = DEFAULT_UNITS, text_column: str = "text",
+                 num_proc: int | None = None, batch_size: int = 1000):
+    """Precomputed units (codebook ids) -> `unit_ids` (model-vocabulary ids) + `text`, what `add_speech_units` gives
+    from audio, without decoding anything. Cached like it (explicit fingerprint); a streamed row that fails the checks
+    of `check_unit_rows` is named by its row as it is read."""
+    offset, size = processor.speech_token_start, processor.feature_extractor.codebook_size
+
+    def to_model_ids(batch, rows):
+        out = []
+        for row, units, text in zip(rows, batch[units_column], batch[text_column]):
+            problems = unit_row_problems(units, text, size, units_column, text_column)
+            if problems:
+                raise ValueError(f"row {row}: {'; '.join(problems)}")
+            out.append([u + offset for u in units])
+        return {UNITS: out, "text": batch[text_column]}
+
+    drop = [c for c in (ds.column_names or []) if c != "text"]
+    kwargs = dict(batched=True, with_indices=True, batch_size=batch_size, remove_columns=drop)
+    if isinstance(ds, datasets.IterableDataset):
+        return ds.map(to_model_ids, **kwargs)
+    fingerprint = Hasher.hash([ds._fingerprint, "unit ids", size, offset, units_column, text_column])
+    return ds.map(to_model_ids, num_proc=num_proc, new_fingerprint=fingerprint, desc="speech units (precomputed)",
+                  **kwargs)
 
 
 def _tokenizer_fingerprint(processor) -> str:

@@ -7,7 +7,8 @@ that keep the trainable vocabulary rows.
 - Schedule: every `--lr_scheduler_type` of transformers works. The paper's (AdamW, warmup, linear decay to a floor
   LR) is `lr_scheduler_type: warmup_stable_decay` with `lr_scheduler_kwargs: {decay_type: linear, min_lr_ratio: 0.2}`;
   when `num_decay_steps` is not given it is filled in as the rest of the run after warmup (no stable phase).
-- Optional auxiliary CTC loss on the speech positions (`ctc_weight` > 0, training/ctc_loss.py), logged as `ctc_loss`.
+- Optional auxiliary CTC loss on the speech positions (`ctc_weight` > 0, training/ctc_loss.py), logged as `ctc_loss`;
+  padded batches only (a packed batch from `ASRCollator(pack=True)` is refused: its rows hold several examples).
 - PEFT models: the adapter checkpoint leaves out parameters that are trainable outside LoRA (the speech rows);
   they are saved next to it in `trainable_extra.safetensors` and restored on `--resume_from_checkpoint`.
 - Checkpoints: after the Trainer's own save, `checkpoint_complete.json` is written atomically (training/checkpoints.py),
@@ -54,6 +55,10 @@ class MDUTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if not self.ctc_weight or not model.training:
             return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+        if "attention_mask" not in inputs and "position_ids" in inputs:
+            raise ValueError("ctc_weight > 0 reads the speech and transcript of each row, and a packed batch "
+                             "(ASRCollator pack=True) holds several examples in one row: train the CTC loss on padded "
+                             "batches")
         input_ids, labels = inputs["input_ids"], inputs["labels"]
         loss, outputs = super().compute_loss(model, {**inputs, "output_hidden_states": True}, return_outputs=True,
                                              num_items_in_batch=num_items_in_batch)

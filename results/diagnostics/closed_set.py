@@ -11,8 +11,9 @@ import sys
 import datasets
 
 sys.path.insert(0, "results/diagnostics")
-import train_hf
 from _common import DEMO_TOKENIZER, demo_flags, score, transcribe
+
+import train_hf
 
 data, out, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
 trainer = train_hf.main(demo_flags(data, DEMO_TOKENIZER, out, steps, *sys.argv[4:]))

@@ -8,8 +8,9 @@ import sys
 import datasets
 
 sys.path.insert(0, "results/diagnostics")
-import train_hf
 from _common import DEMO_TOKENIZER, demo_flags, score, transcribe
+
+import train_hf
 
 out, steps, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 data = "cache/data/espeak-demo"

@@ -9,9 +9,10 @@ import sys
 import datasets
 
 sys.path.insert(0, "results/diagnostics")
+from _common import DEMO_TOKENIZER, demo_flags, score_units, use_units_by_id
+
 import train_hf
 from fit_phonetic_tokenizer import espeak_phonemes
-from _common import DEMO_TOKENIZER, demo_flags, score_units, use_units_by_id
 
 DATA, OUT, STEPS = sys.argv[1], sys.argv[2], int(sys.argv[3])
 corpus = datasets.load_from_disk(DATA)

@@ -15,8 +15,9 @@ from sklearn.cluster import MiniBatchKMeans
 from tqdm.auto import tqdm
 
 sys.path.insert(0, "results/diagnostics")
-import train_hf
 from _common import DEMO_TOKENIZER, demo_flags, score_units, use_units_by_id
+
+import train_hf
 
 N_FFT, HOP, WIN = 512, 160, 400
 ALPHAS = [0.76 + 0.04 * i for i in range(13)]
