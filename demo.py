@@ -23,6 +23,7 @@ finished work, and an interrupted training run resumes from its last checkpoint.
 import argparse
 import json
 import platform
+import re
 import time
 from pathlib import Path
 
@@ -130,6 +131,34 @@ def check_settings(out: Path, current: dict) -> None:
         raise ValueError(f"{out} holds a demo run made with other settings (changed: {changed}); its cached stages "
                          "would be reused as they are: pass another --output_dir or delete that folder")
     write_json(out / "settings.json", current)
+
+
+def write_example_clips(model_dir: Path, clips, corpus, test_splits: dict) -> list[str]:
+    """The app's example clips (app.py shows `examples/` one click away): the real recordings and the first utterance
+    of each test split (one per synthesizer family the model was evaluated on), written as they are stored (no
+    re-encoding), with `examples/examples.json` naming each clip's source, voice and transcript."""
+    from datasets import Audio
+
+    folder = model_dir / "examples"
+    folder.mkdir(parents=True, exist_ok=True)
+    items = [(f"real_{i}", clips, i) for i in range(len(clips))]
+    items += [(split, corpus[split], 0) for split in test_splits]
+    written, listing = [], []
+    for name, ds, i in items:
+        row = ds.cast_column("audio", Audio(decode=False))[i]
+        data, source = row["audio"]["bytes"], row["audio"]["path"] or ""
+        if data is None and source:
+            data = Path(source).read_bytes()
+        suffix = Path(source).suffix.lower() if Path(source).suffix.lower() in (".wav", ".flac", ".mp3") else ".wav"
+        label = name if name.startswith("real_") else f"{name}_{row.get('synthesizer', 'speech')}_{row.get('voice')}"
+        path = folder / (re.sub(r"[^A-Za-z0-9_.+-]", "-", label) + suffix)
+        path.write_bytes(data)
+        written.append(path.name)
+        listing.append({"file": path.name, "split": name if not name.startswith("real_") else "real_clips",
+                        "synthesizer": row.get("synthesizer", "real recording"), "voice": row.get("voice"),
+                        "text": row["text"]})
+    (folder / "examples.json").write_text(json.dumps(listing, indent=2) + "\n")
+    return written
 
 
 def main(argv=None):
@@ -318,6 +347,8 @@ def main(argv=None):
     write_model_card(model_dir, base_model=base_dir, results=card_results, method="mdu",  # the second name marks it synthetic
                      datasets=[cfg["corpus_dir"], "espeak-ng + MBROLA synthetic speech, flite held out (prepare/multi_corpus.py)"])
     (model_dir / "text_results.json").write_text(json.dumps(text, indent=2, default=str))
+    examples = write_example_clips(model_dir, clips, corpus, test_splits)  # one click away in app.py
+    print(f"example clips for the app: {model_dir / 'examples'} ({', '.join(examples)})")
     report = build_report([model_dir], out / "report", overwrite=True)
     done("8. export: model card, report, plot")
     hardware = torch.cuda.get_device_name() if gpu else f"{cpu_name()}, {torch.get_num_threads()} threads, {'bf16' if cfg.get('bf16') else 'fp32'}"

@@ -28,3 +28,27 @@ def test_synthesizer_protocol_rows_and_targets():
     ratio = targets["wer_held_out_family_over_espeak"]
     assert abs(ratio["value"] - 1.6) < 1e-9 and not ratio["pass"]  # 0.8 / 0.5 > 1.5
     assert targets["cer_real_clips"]["value"] == 0.7 and not targets["cer_real_clips"]["pass"]
+
+
+def test_demo_ships_example_clips_the_app_lists(tmp_path):
+    """The exported checkpoint carries the real clips and one utterance per test split, byte for byte, and app.py's
+    example list is exactly those clips."""
+    from datasets import Audio, Dataset, DatasetDict
+    from train_fixtures import make_audio_folder
+
+    from app import Demo
+    from training.data import load_asr_dataset
+
+    ds = load_asr_dataset(str(make_audio_folder(tmp_path / "audio", n=5)))
+    ds = ds.add_column("synthesizer", ["espeak-ng", "mbrola", "flite", "x", "y"]).add_column("voice", list("abcde"))
+    corpus = DatasetDict(test=ds.select([0]), test_mbrola=ds.select([1]), test_flite=ds.select([2]))
+    clips = Dataset.from_dict({"audio": [ds.cast_column("audio", Audio(decode=False))[3]["audio"]["path"]],
+                               "text": ["hello world"]}).cast_column("audio", Audio())
+    model_dir = tmp_path / "model"
+    written = demo.write_example_clips(model_dir, clips, corpus, {"test": {}, "test_mbrola": {}, "test_flite": {}})
+    assert written == ["real_0.wav", "test_espeak-ng_a.wav", "test_mbrola_mbrola_b.wav", "test_flite_flite_c.wav"]
+    raw = ds.cast_column("audio", Audio(decode=False))
+    assert (model_dir / "examples" / written[2]).read_bytes() == open(raw[1]["audio"]["path"], "rb").read()
+    listed = Demo.__new__(Demo)
+    listed.model_dir = str(model_dir)
+    assert sorted(p[0] for p in listed.examples()) == sorted(str(model_dir / "examples" / w) for w in written)
