@@ -14,6 +14,14 @@ resume checkpoint (`--resume_from_checkpoint last` skips incomplete ones, traini
 A --dataset of precomputed speech units (a `units` column; `python -m training.precompute_units` writes one) trains
 without decoding or encoding audio: its rows are checked against the speech tokenizer that made them
 (--speech_tokenizer, else the copy beside the units), which also goes into the checkpoint's processor.
+
+Performance levers (issue 20; README "Performance levers"), each off by default:
+    --recompute_frozen_segments true   (--method mdu) frozen base segments recomputed in backward: less memory
+    --pack_batches true [--pack_length N]   padding-free batches, train and eval (not with --ctc_weight > 0)
+    --fp8_frozen_linears true          (mdu / lora / lora_layerwise) frozen base linears in FP8: Hopper speed
+Combinations that cannot work are refused up front (training/arguments.py check_levers). recompute and fp8 are
+config fields of the model while it trains, and are saved off (MDUTrainer._save): a checkpoint describes the model,
+not how it was trained (the model card lists them); fine-tuning it further opts in again.
 """
 
 import logging
@@ -25,7 +33,7 @@ from transformers import AutoTokenizer, set_seed
 
 from modeling_mdu import MDUSpeechProcessor, MDUSpeechTokenizer
 from modeling_mdu.hf_compat import checkpointing_requested, set_checkpointing_kwargs
-from training.arguments import parse_args
+from training.arguments import check_levers, parse_args
 from training.checkpoints import resolve_resume
 from training.collator import ASRCollator
 from training.data import (
@@ -105,6 +113,7 @@ def check_rows(ds, source, data_args, speech_tok):
 
 def main(argv=None, callbacks=None):
     model_args, data_args, method_args, args = parse_args(argv)
+    check_levers(model_args, data_args, method_args, args)  # combinations that cannot work, before any work
     logging.basicConfig(level=logging.INFO if args.should_log else logging.WARNING)
     set_seed(args.seed)
     args.remove_unused_columns = False  # the collator needs unit_ids + text
@@ -152,6 +161,10 @@ def main(argv=None, callbacks=None):
     model_kwargs = {"dtype": model_args.dtype}
     if model_args.attn_implementation:
         model_kwargs["attn_implementation"] = model_args.attn_implementation
+    levers = {name: True for name in ("recompute_frozen_segments", "fp8_frozen_linears") if getattr(model_args, name)}
+    if data_args.pack_batches:
+        levers["pack_batches"] = True if data_args.pack_length is None else f"rows of {data_args.pack_length}"
+    model_kwargs.update({k: v for k, v in levers.items() if k != "pack_batches"})  # config fields of the model
     ctx = MethodContext(method_args, model_args.base_model, speech_tok.codebook_size, args.learning_rate,
                         model_kwargs, tokenizer, importance_texts, speech_unit_names=speech_tok.phonemes)
     model, param_groups = build_method(method_args.method, ctx)
@@ -170,11 +183,12 @@ def main(argv=None, callbacks=None):
     report = mdu.parameter_report() if not is_peft_model(model) else None
     logger.info("method %s: %s", method_args.method, report or model.get_nb_trainable_parameters())
     card_info = dict(method=method_args.method, base_model=model_args.base_model, dataset=data_args.dataset,
-                     method_args=vars(method_args), training_args=args.to_dict())
+                     method_args={**vars(method_args), **levers}, training_args=args.to_dict())
     if args.hub_model_id:
         card_info["repo_id"] = args.hub_model_id  # the card's usage lines name the Hub repo, not the local folder
     trainer = MDUTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=processor,
-                         data_collator=ASRCollator(processor, data_args.train_on_speech), param_groups=param_groups,
+                         data_collator=ASRCollator(processor, data_args.train_on_speech, pack=data_args.pack_batches,
+                                                   pack_length=data_args.pack_length), param_groups=param_groups,
                          callbacks=callbacks, card_info=card_info, ctc_weight=data_args.ctc_weight,
                          ctc_layer=data_args.ctc_layer)
 

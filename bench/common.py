@@ -152,6 +152,17 @@ def upscale(base, setup: BenchSetup, layer_type="transformer", **kwargs):
     return model.to(setup.device)
 
 
+def share_frozen(model, shared: dict | None) -> dict:
+    """Points the frozen parameters of `model` at the tensors in `shared` (one copy of the frozen base for every MDU
+    model of a comparison); the first model's frozen tensors become `shared`. Returns `shared`."""
+    frozen = {n: p for n, p in model.named_parameters() if not p.requires_grad}
+    if shared is None:
+        return frozen
+    for n, p in frozen.items():
+        p.data = shared[n].data
+    return shared
+
+
 def model_size(model, trainable=False) -> dict:
     """Parameter counts (tied parameters once) and depth, for the records."""
     params = {id(p): p for p in model.parameters()}

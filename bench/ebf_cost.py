@@ -13,7 +13,7 @@ Target (issue 20): MDU E-Branchformer step <= 1.0x full fine-tuning.
 
 import torch
 
-from .common import BenchSetup, asr_batch, load_base, model_size, time_round_robin, upscale
+from .common import BenchSetup, asr_batch, load_base, model_size, share_frozen, time_round_robin, upscale
 
 TARGET = 1.0
 CONV_OPS = ("conv", "convolution")
@@ -73,12 +73,7 @@ def run(setup: BenchSetup, progress=print) -> dict:
         model = upscale(base, setup, **kwargs).train()
         model.config.logits_at_labels_only = True
         if name != "full":  # one copy of the frozen base tensors for every MDU model
-            frozen = {n: p for n, p in model.named_parameters() if not p.requires_grad}
-            if shared is None:
-                shared = frozen
-            else:
-                for n, p in frozen.items():
-                    p.data = shared[n].data
+            shared = share_frozen(model, shared)
         models[name] = (model, torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5))
     config = models["mdu_transformer"][0].config
     batch = asr_batch(config, s.train_batch, s.train_units, s.train_transcript, setup.device, seed=setup.seed)

@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from .common import BenchSetup, asr_batch, load_base, sync, upscale
+from .common import BenchSetup, asr_batch, load_base, share_frozen, sync, upscale
 
 TARGET = 0.6
 STEPS = {"quick": 4, "full": 6, "cuda": 50}
@@ -30,13 +30,8 @@ def run(setup: BenchSetup, progress=print) -> dict:
     for name, (_, kwargs) in runs.items():
         model = upscale(base, setup, "transformer", **kwargs).train()
         model.config.logits_at_labels_only = True
-        if name != "full":
-            frozen = {n: p for n, p in model.named_parameters() if not p.requires_grad}
-            if shared is None:
-                shared = frozen
-            else:
-                for n, p in frozen.items():
-                    p.data = shared[n].data
+        if name != "full":  # one copy of the frozen base tensors for every MDU model
+            shared = share_frozen(model, shared)
         models[name] = (model, torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4))
     config = models["mdu_transformer"][0].config
     batches = [asr_batch(config, s.train_batch, s.train_units, s.train_transcript, setup.device, seed=setup.seed + i)

@@ -14,7 +14,7 @@
 #    .whl as it is.
 # 2. Here, the Python steps on the CPU at tiny sizes (a check of this script, not a measurement):
 #      bash scripts/gpu_check.sh cpu
-# 3. There, one call of the device tool: command "bash scripts/gpu_check.sh", carry [".whl", ".gpu"], timeout_s 590.
+# 3. There, the device tool's run: command "bash scripts/gpu_check.sh", carry [".whl", ".gpu"], timeout_s 590.
 #    Steps, each under its own `timeout` (seconds overridable), logs in $OUT:
 #      suite   T_SUITE=200  pytest tests -n 8 --timeout 120 --device cuda                          pytest.log
 #      units   T_UNITS=110  train_hf.py on the carried units, the demo's GPU recipe (bf16, batch 32,
@@ -22,17 +22,24 @@
 #                           UNITS_STEPS=300 steps + an eval loss on the test units                   units.log
 #      bench   T_BENCH_360M=100, T_BENCH_1_7B=130  bench.run --device cuda --dtype bfloat16 at random
 #              SmolLM2-360M shape (train_step logits_at_labels generation text_bypass) and SmolLM2-1.7B shape
-#              (train_step generation text_bypass)                bench-360m.log, bench-1.7b.log (+ results.json each)
-#    540 s of steps + ~20 s of wheel installs. Timed-out steps leave their logs; the next steps still run.
-#    summary.txt: each step's exit status and seconds. STEPS="suite units bench" picks steps (e.g. two calls on the
-#    warm machine: STEPS="suite units", then STEPS=bench).
+#              (train_step generation text_bypass)                  bench.log, bench-360m/ + bench-1.7b/results.json
+#      levers  T_LEVERS=240  the performance levers of issue 20 at random SmolLM2-360M shape, bf16: bench.run --only
+#              recompute packing decode ebf_cost fp8 (LEVERS_COMPILE=1 adds --decode-compile: static cache +
+#              torch.compile, minutes more)                          bench.log, levers-360m/results.json
+#    780 s of steps + ~20 s of wheel installs per call: two calls on the warm machine, STEPS="suite units bench"
+#    (560 s), then STEPS=levers (260 s; one call measures the levers alone; T_LEVERS is an estimate, never run yet).
+#    With 15 minutes of device time per task, the machine's start included, all four do not fit: pick with STEPS.
+#    Timed-out steps leave their logs; the next steps still run. summary.txt: each step's exit status and seconds.
+#    $OUT brings back 8 files at most: summary.txt, pytest.log, units.log, bench.log (every bench step appends to it)
+#    and the three results.json (results.md is left out: results.json holds it all; `python -c "import json,
+#    bench.run as r; print(r.to_markdown(json.load(open('results.json'))))"` writes it here).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 MODE="${1:-run}"
 UNITS_SOURCE="${UNITS_SOURCE:-cache/data/multi-demo}"
 UNITS_TOKENIZER="${UNITS_TOKENIZER:-outputs/demo/speech_tokenizer}"
 BASE_SOURCE="${BASE_SOURCE:-cache/base/SmolLM2-135M-Instruct}"
-STEPS="${STEPS:-suite units bench}"
+STEPS="${STEPS:-suite units bench levers}"
 
 # Random-weight bases of a shape (or of a carried config.json folder, whose tokenizer files are copied along).
 make_base() {  # SHAPE_OR_FOLDER OUT_DIR DEVICE DTYPE
@@ -112,6 +119,7 @@ if [ "$MODE" = cpu ]; then  # this script's Python steps here, tiny and on the C
   cp .gpu/base-135m/tokenizer* "$work/base/"
   train_on_units "$work/base" "$work/units-run" 2 --use_cpu true --max_train_examples 64 --max_eval_examples 16
   python3 -m bench.run --quick --device cpu --only train_step text_bypass --out "$work/bench"
+  python3 -m bench.run --quick --device cpu --only recompute packing decode ebf_cost fp8 --out "$work/levers"
   bash -n "$0" && echo "cpu check passed ($work)"
   exit 0
 fi
@@ -126,7 +134,7 @@ run_step() {  # STEP NAME LIMIT LOG COMMAND...: runs when STEP is in $STEPS
   local step=$1 name=$2 limit=$3 log=$4 t0=$SECONDS rc; shift 4
   case " $STEPS " in *" $step "*) ;; *) echo "$name: skipped (STEPS=$STEPS)" | tee -a "$SUMMARY"; return 0 ;; esac
   echo "=== $name (timeout ${limit}s): $*"
-  timeout --kill-after=10 "$limit" "$@" |& tee "$log"
+  timeout --kill-after=10 "$limit" "$@" |& tee -a "$log"  # -a: the bench steps share bench.log
   rc=${PIPESTATUS[0]}
   echo "$name: exit $rc in $((SECONDS - t0)) s$([ "$rc" = 124 ] && echo ' (timed out)')" | tee -a "$SUMMARY"
 }
@@ -134,19 +142,25 @@ units_step() {
   make_base .gpu/base-135m /tmp/base-135m cuda float32 && train_on_units /tmp/base-135m /tmp/units-run \
     "${UNITS_STEPS:-300}" --bf16 true
 }
-bench_step() {  # SHAPE OUT_NAME SECTIONS...
+bench_step() {  # SHAPE OUT_NAME SECTIONS... [--bench.run flags...]
   local shape=$1 name=$2; shift 2
-  make_base "$shape" "/tmp/$shape-shape-random" cuda bfloat16 && python3 -m bench.run --device cuda \
-    --dtype bfloat16 --base "/tmp/$shape-shape-random" --only "$@" --out "$OUT/$name" \
-    && rm -f "$OUT/$name/results.md"  # results.json holds it all: $OUT brings back 8 files at most
+  # the bench step's base is reused by the levers step (same shape, same seed)
+  [ -f "/tmp/$shape-shape-random/model.safetensors" ] || make_base "$shape" "/tmp/$shape-shape-random" cuda bfloat16 \
+    || return 1
+  python3 -m bench.run --device cuda --dtype bfloat16 --base "/tmp/$shape-shape-random" --out "$OUT/$name" --only "$@"
+  local rc=$?
+  rm -f "$OUT/$name/results.md"  # results.json holds it all: $OUT brings back 8 files at most
+  return $rc
 }
 export -f make_base train_on_units units_step bench_step
 
 run_step suite suite "${T_SUITE:-200}" "$OUT/pytest.log" \
   python3 -m pytest tests -q -rfE -n 8 -p no:cacheprovider --timeout 120 --device cuda
 run_step units units "${T_UNITS:-110}" "$OUT/units.log" bash -c units_step
-run_step bench bench-360m "${T_BENCH_360M:-100}" "$OUT/bench-360m.log" \
+run_step bench bench-360m "${T_BENCH_360M:-100}" "$OUT/bench.log" \
   bash -c "bench_step SmolLM2-360M bench-360m train_step logits_at_labels generation text_bypass"
-run_step bench bench-1.7b "${T_BENCH_1_7B:-130}" "$OUT/bench-1.7b.log" \
+run_step bench bench-1.7b "${T_BENCH_1_7B:-130}" "$OUT/bench.log" \
   bash -c "bench_step SmolLM2-1.7B bench-1.7b train_step generation text_bypass"
+run_step levers levers-360m "${T_LEVERS:-240}" "$OUT/bench.log" \
+  bash -c "bench_step SmolLM2-360M levers-360m recompute packing decode ebf_cost fp8 ${LEVERS_COMPILE:+--decode-compile}"
 cat "$SUMMARY"

@@ -26,6 +26,19 @@ class ModelArguments:
     speech_tokenizer_fit_examples: int = field(default=500, metadata={"help": "Utterances used to fit the speech tokenizer."})
     dtype: str = field(default="float32", metadata={"help": "float32 | bfloat16 | float16: dtype of the weights."})
     attn_implementation: str | None = field(default=None, metadata={"help": "eager | sdpa | flash_attention_2."})
+    # performance levers (issue 20; README "Performance levers"): training-time switches, off in the saved checkpoint
+    recompute_frozen_segments: bool = field(
+        default=False,
+        metadata={"help": "--method mdu: each run of frozen base layers keeps only its input for backward and is "
+                          "recomputed there (same loss and gradients, less activation memory, ~1 more forward of "
+                          "the base)."},
+    )
+    fp8_frozen_linears: bool = field(
+        default=False,
+        metadata={"help": "--method mdu / lora / lora_layerwise: the frozen base linears compute in FP8 (e4m3, "
+                          "row-wise scales): a numerics trade-off for speed on Hopper; needs a GPU of compute "
+                          "capability >= 8.9 or the CPU."},
+    )
 
 
 @dataclass
@@ -102,6 +115,18 @@ class DataArguments:
         default=0.0, metadata={"help": "Weight of an auxiliary CTC loss on the speech positions (training/ctc_loss.py); 0 = off."}
     )
     ctc_layer: int = field(default=-1, metadata={"help": "Hidden-state index the CTC loss reads (-1: final output)."})
+    pack_batches: bool = field(
+        default=False,
+        metadata={"help": "Padding-free batches (training/collator.py ASRCollator(pack=True)), train and eval: the "
+                          "examples concatenated, position ids restarting per example, no padding; same loss. Not "
+                          "with --ctc_weight > 0."},
+    )
+    pack_length: int | None = field(
+        default=None,
+        metadata={"help": "With --pack_batches: rows of at most this many tokens (0: the longest example's length) "
+                          "instead of one row per batch; SDPA / eager attention is dense per row. None: one row "
+                          "(varlen flash_attention_2)."},
+    )
     text_dataset: str | None = field(
         default=None, metadata={"help": "Text-only rehearsal data: .txt (one example a line), CSV/JSONL, or dataset."}
     )
@@ -136,3 +161,44 @@ def parse_args(argv: list[str] | None = None):
         if value is None:
             raise ValueError(f"--{name} is required (in the YAML file or on the command line)")
     return model_args, data_args, method_args, training_args
+
+
+FROZEN_BASE_METHODS = {  # the methods whose base weights are frozen, and what trains inside the base layers
+    "recompute_frozen_segments": ("mdu",),
+    "fp8_frozen_linears": ("mdu", "lora", "lora_layerwise"),
+}
+
+
+def check_levers(model_args, data_args, method_args, training_args) -> None:
+    """The performance levers' combinations that cannot work, refused before any work with the flags named."""
+    method = method_args.method
+    if model_args.recompute_frozen_segments and method not in FROZEN_BASE_METHODS["recompute_frozen_segments"]:
+        raise ValueError(
+            f"--recompute_frozen_segments true needs --method mdu (runs of frozen base layers between the added "
+            f"layers); with --method {method}, "
+            + ("every base layer trains" if method in ("full", "layerwise_lr") else "LoRA trains in every base layer")
+            + ", so the stack would be one segment recomputed whole (no memory saved): use --gradient_checkpointing "
+              "true instead")
+    if model_args.fp8_frozen_linears:
+        if method not in FROZEN_BASE_METHODS["fp8_frozen_linears"]:
+            raise ValueError(
+                f"--fp8_frozen_linears true computes frozen base weights in FP8, and with --method {method} every "
+                f"base weight trains (it would change nothing): use --method mdu, lora or lora_layerwise")
+        from modeling_mdu.modeling_mdu import check_fp8_device
+
+        try:
+            check_fp8_device(training_args.device)
+        except RuntimeError as err:
+            raise RuntimeError(f"--fp8_frozen_linears true: {err} (on the command line: --fp8_frozen_linears false)") \
+                from None
+    if data_args.pack_length is not None:
+        if not data_args.pack_batches:
+            raise ValueError(f"--pack_length {data_args.pack_length} packs rows, but --pack_batches is false: set "
+                             "--pack_batches true or leave --pack_length out")
+        if data_args.pack_length < 0:
+            raise ValueError(f"--pack_length must be >= 0 (0: the longest example), got {data_args.pack_length}")
+    if data_args.pack_batches and data_args.ctc_weight > 0:
+        raise ValueError(
+            f"--pack_batches true and --ctc_weight {data_args.ctc_weight} cannot be combined: the CTC loss reads the "
+            "speech and transcript of each row, and a packed row holds several examples. Use padded batches "
+            "(--pack_batches false) or --ctc_weight 0")

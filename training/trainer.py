@@ -13,11 +13,16 @@ that keep the trainable vocabulary rows.
   they are saved next to it in `trainable_extra.safetensors` and restored on `--resume_from_checkpoint`.
 - Checkpoints: after the Trainer's own save, `checkpoint_complete.json` is written atomically (training/checkpoints.py),
   so `--resume_from_checkpoint last` can tell a finished checkpoint from one a kill left half-written.
+- Training-time levers (`TRAINING_SWITCHES`: recompute_frozen_segments, fp8_frozen_linears) are saved off in every
+  checkpoint's config: they say how the model trains, not what it is (recomputation changes no output and only acts
+  in training; FP8 changes the numerics and needs an FP8 GPU). The weights are the same either way (FP8FrozenLinear
+  keeps the bf16/fp32 `weight`); resuming builds the model from the run's flags again.
 """
 
 import inspect
 import logging
 import os
+from contextlib import contextmanager
 
 import safetensors.torch
 import torch
@@ -29,6 +34,7 @@ from training.checkpoints import mark_complete, unmark
 from training.ctc_loss import ctc_loss_on_speech
 
 EXTRA_WEIGHTS = "trainable_extra.safetensors"
+TRAINING_SWITCHES = ("recompute_frozen_segments", "fp8_frozen_linears")  # config fields saved off (see above)
 logger = logging.getLogger(__name__)
 
 
@@ -38,6 +44,21 @@ def _peft(model) -> bool:
     except ImportError:
         return False
     return isinstance(model, PeftModel)
+
+
+@contextmanager
+def training_switches_off(model):
+    """The model's config with TRAINING_SWITCHES False inside the block, as it was after."""
+    model = model.get_base_model() if _peft(model) else model
+    config = getattr(model, "config", None)
+    saved = {k: getattr(config, k) for k in TRAINING_SWITCHES if getattr(config, k, False)}
+    try:
+        for k in saved:
+            setattr(config, k, False)
+        yield
+    finally:
+        for k, v in saved.items():
+            setattr(config, k, v)
 
 
 class MDUTrainer(Trainer):
@@ -133,7 +154,8 @@ class MDUTrainer(Trainer):
 
     # ---------------------------------------------------------------- PEFT checkpoints keep the speech rows
     def _save(self, output_dir=None, state_dict=None):
-        super()._save(output_dir, state_dict)
+        with training_switches_off(self.accelerator.unwrap_model(self.model)):
+            super()._save(output_dir, state_dict)
         output_dir = output_dir if output_dir is not None else self.args.output_dir
         model = self.accelerator.unwrap_model(self.model)
         if _peft(model) and self.args.should_save:
