@@ -136,6 +136,44 @@ def plot_importance(distributions: dict, path, added: dict | None = None, title:
     return path
 
 
+def plot_importance_shift(runs: dict, path, title: str = "Text-importance shift against the base (arXiv 2509.23755)") -> Path:
+    """One line per run: the change of each base layer's share of text importance (adapted − base, points; the
+    adapted model's base layers renormalised), and below it each run's added layers' share of its whole importance
+    at the base layer they follow. `runs`: {name: {"per_layer_shift": [...], "added_follow": [...],
+    "added_importance": [...]}}. Writes a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    has_added = any(r.get("added_importance") for r in runs.values())
+    fig, axes = plt.subplots(2 if has_added else 1, 1, figsize=(9, 6.5 if has_added else 4), sharex=True, squeeze=False)
+    ax = axes[0][0]
+    for k, (name, r) in enumerate(runs.items()):
+        shift = [100 * d for d in r["per_layer_shift"]]
+        ax.plot(range(len(shift)), shift, marker="o", ms=3, color=f"C{k % 10}", label=name)
+    ax.axhline(0, color="k", lw=0.6)
+    ax.set_ylabel("Δ share of base layer (points)")
+    ax.set_title(title)
+    ax.legend(fontsize=7, ncol=2)
+    if has_added:
+        low = axes[1][0]
+        for k, (name, r) in enumerate(runs.items()):
+            if r.get("added_importance"):
+                low.scatter([x + 0.5 for x in r["added_follow"]], [100 * v for v in r["added_importance"]],
+                            marker="^", color=f"C{k % 10}", label=name)
+        low.set_ylabel("added layer's share (%)")
+        low.legend(fontsize=7, ncol=2)
+    axes[-1][0].xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    axes[-1][0].set_xlabel("base layer (an added layer is drawn after the base layer it follows)")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, format="png", dpi=120)
+    plt.close(fig)
+    return path
+
+
 def default_texts(n: int) -> list[str]:
     """gensim's lee_background.cor news articles (general English text; not lee.cor, the held-out eval text)."""
     import gensim
@@ -149,10 +187,28 @@ def analyse(model, tokenizer, texts, batch_size=8, max_length=256) -> dict:
     return {"all_layers": importance, **split_importance(model, importance)}
 
 
+def added_follow(base_positions: list[int], added_positions: list[int]) -> list[int]:
+    """For each added layer (stack position), the index of the base layer it follows (-1: before the first)."""
+    return [sum(1 for b in base_positions if b < pos) - 1 for pos in added_positions]
+
+
+def reuse_base_importance(path, base: str, num_texts: int, max_length: int) -> dict:
+    """The base's distribution from an earlier importance.json, after checking it was measured on the same texts."""
+    saved = json.loads(Path(path).read_text())
+    for key, want in (("num_texts", num_texts), ("max_length", max_length)):
+        if saved.get(key) != want:
+            raise ValueError(f"{path}: base importance measured with {key}={saved.get(key)}, this run uses {want}")
+    if Path(saved.get("base_model", "")).resolve() != Path(base).resolve():
+        raise ValueError(f"{path}: base importance of {saved.get('base_model')}, not of {base}")
+    return {"base": list(saved["importance"])}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--base", required=True, help="base (text) model folder")
     p.add_argument("--adapted", default=None, help="adapted checkpoint (MDU, full, LoRA) to compare with")
+    p.add_argument("--base_importance", default=None,
+                   help="importance.json of an earlier run on the same base and texts: reused, not recomputed")
     p.add_argument("--texts", default=None, help="a .txt file (one text a line); default gensim lee_background.cor")
     p.add_argument("--max_texts", type=int, default=32)
     p.add_argument("--batch_size", type=int, default=4)
@@ -167,19 +223,23 @@ def main(argv=None):
     texts = (Path(a.texts).read_text().splitlines() if a.texts else default_texts(a.max_texts))[: a.max_texts]
     texts = [t for t in texts if t.strip()]
     out = make_run_dir(a.output_dir, "importance", a.overwrite)
-    model, tok = load_model(a.base, device=a.device)
-    base = analyse(model, tok, texts, a.batch_size, a.max_length)
-    del model
+    if a.base_importance:
+        base = reuse_base_importance(a.base_importance, a.base, len(texts), a.max_length)
+    else:
+        model, tok = load_model(a.base, device=a.device)
+        base = analyse(model, tok, texts, a.batch_size, a.max_length)
+        del model
     result = {"importance": base["base"], "lr_multipliers": lr_multipliers(base["base"], a.lam), "lambda": a.lam,
               "base_model": a.base, "num_texts": len(texts), "max_length": a.max_length}
     curves, added = {"base": _normalise(base["base"])}, None
     if a.adapted:
         model, tok = load_model(a.adapted, device=a.device, merge=True)
         adapted = analyse(model, tok, texts, a.batch_size, a.max_length)
+        follows = added_follow(adapted["base_positions"], adapted["added_positions"])
         result.update(adapted_model=a.adapted, adapted_importance=adapted["base"], adapted_added_importance=adapted["added"],
-                      adapted_added_positions=adapted["added_positions"], shift=importance_shift(base["base"], adapted["base"]))
+                      adapted_added_positions=adapted["added_positions"], adapted_added_follow=follows,
+                      adapted_added_share=sum(adapted["added"]), shift=importance_shift(base["base"], adapted["base"]))
         curves["adapted (share of all its layers)"] = adapted["base"]  # analyse() normalises over all layers
-        follows = [sum(1 for b in adapted["base_positions"] if b < pos) - 1 for pos in adapted["added_positions"]]
         added = {"positions": follows, "values": adapted["added"]}
     write_json(out / "importance.json", result, a.overwrite)
     plot_importance(curves, out / "importance.png", added)

@@ -7,7 +7,10 @@ markdown and JSON, a Pareto plot (WER against text Δ, marker size = trainable p
 A run dir is read for (later sources win): `config.json` (placement, layer type), the model card `README.md`
 front matter (`mdu` block written by model_cards/generate.py), `run.json` (any of the row fields, e.g. written by
 a demo script), and the newest ASR `summary.json` and text `results.json` (from eval/asr.py, eval/text.py) found
-in it or its sub-folders.
+in it or its sub-folders: the ASR summary of split `test` (else the newest) for WER/CER and of `test_seen` for the
+`*_seen` columns. Sections beside the main table when the runs have them: the learning-rate sweep (`lr_sweep` in
+run.json, written by grid.py), spoken QA (eval/spoken_qa.py's results.json) and the text-importance shift against the
+base (eval/importance.py's importance.json with a `shift`; table + importance_shift.png).
 """
 
 import argparse
@@ -20,7 +23,11 @@ from .paper_results import IMPORTANCE_COLUMNS, IMPORTANCE_PAPER, MDU_COLUMNS, MD
 from .rundir import make_run_dir, write_json
 
 COLUMNS = ["name", "method", "placement", "layer_type", "trainable_params", "wer", "cer", "text_score", "text_delta",
-           "ppl_ratio", "asr_data", "distinct_hyps"]  # distinct_hyps: eval/asr.py's listening check
+           "ppl_ratio", "asr_data", "distinct_hyps",  # distinct_hyps: eval/asr.py's listening check
+           "wer_seen", "cer_seen", "distinct_hyps_seen",  # split test_seen: training sentences, held-out voices
+           "qa_t2t", "qa_s2t", "qa_cascade", "qa_base_cascade",  # spoken QA, mean over tasks (eval/spoken_qa.py)
+           "learning_rate", "train_seconds"]
+QA_MODES = {"qa_t2t": "t2t", "qa_s2t": "s2t", "qa_cascade": "cascade", "qa_base_cascade": "base_cascade"}
 
 
 def _newest(root: Path, name: str, predicate):
@@ -57,17 +64,60 @@ def read_run(run_dir) -> dict:
             row.update(placement=None, layer_type=None)
     row.update({k: v for k, v in (_front_matter(root / "README.md").get("mdu") or {}).items() if k in COLUMNS})
     if (root / "run.json").is_file():
-        row.update({k: v for k, v in json.loads((root / "run.json").read_text()).items() if k in COLUMNS})
-    asr = _newest(root, "summary.json", lambda d: d.get("task") == "asr")
+        run = json.loads((root / "run.json").read_text())
+        row.update({k: v for k, v in run.items() if k in COLUMNS})
+        if run.get("lr_sweep"):
+            row["lr_sweep"] = run["lr_sweep"]
+    by_split = _asr_by_split(root)
+    asr = by_split.get("test") or (max(by_split.values(), key=lambda x: x[0]) if by_split else None)
     if asr:
+        asr = asr[1]
         row.update(wer=100 * asr["wer"], cer=100 * asr["cer"], asr_data=f"{asr.get('dataset')}:{asr.get('split')} (n={asr['num_utterances']})")
         if asr.get("listening_check"):
             row["distinct_hyps"] = asr["listening_check"]["distinct_hypotheses"]
+    if "test_seen" in by_split:
+        seen = by_split["test_seen"][1]
+        row.update(wer_seen=100 * seen["wer"], cer_seen=100 * seen["cer"],
+                   distinct_hyps_seen=(seen.get("listening_check") or {}).get("distinct_hypotheses"))
     text = _newest(root, "results.json", lambda d: "suite" in d and "score" in d)
     if text:
         row.update(text_score=text["score"], text_delta=(text.get("delta") or {}).get("score"),
                    ppl_ratio=(text.get("delta") or {}).get("perplexity_ratio"))
+    qa = _newest(root, "results.json", lambda d: d.get("task") == "spoken_qa")
+    if qa:
+        sets = qa.get("sets") or {}
+        family = "espeak" if "espeak" in sets else next(iter(sets), None)
+        if family:
+            row.update({col: sets[family]["score"].get(mode) for col, mode in QA_MODES.items()})
+        else:  # the base: text only
+            row["qa_t2t"] = qa["text"]["score"].get("base_t2t")
+        row["spoken_qa"] = {"family": family, "sets": sets, "text": qa.get("text")}
+    imp = _newest(root, "importance.json", lambda d: "shift" in d)
+    if imp:
+        row["importance_shift"] = {"js_divergence": imp["shift"]["js_divergence"], "l1": imp["shift"]["l1"],
+                                   "max_shift_layer": imp["shift"]["max_shift_layer"],
+                                   "per_layer_shift": imp["shift"]["per_layer_shift"],
+                                   "added_follow": imp.get("adapted_added_follow") or [],
+                                   "added_importance": imp.get("adapted_added_importance") or [],
+                                   "added_share": imp.get("adapted_added_share") or 0.0}
     return row
+
+
+def _asr_by_split(root: Path) -> dict:
+    """{split: (mtime, summary)} of the newest ASR summary.json per split in `root` and two levels below."""
+    found = {}
+    for path in [root / "summary.json", *root.glob("*/summary.json"), *root.glob("*/*/summary.json")]:
+        if not path.is_file():
+            continue
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            continue
+        if data.get("task") == "asr":
+            mtime, split = path.stat().st_mtime, data.get("split")
+            if split not in found or found[split][0] < mtime:
+                found[split] = (mtime, data)
+    return found
 
 
 def pareto_front(rows) -> list[str]:
@@ -78,7 +128,9 @@ def pareto_front(rows) -> list[str]:
     return [r["name"] for r in pts if not dominated(r)]
 
 
-def _cell(v):
+def _cell(v, column: str | None = None):
+    if column == "learning_rate" and isinstance(v, (int, float)):
+        return f"{v:.1e}"
     if v is None:
         return "–"
     if isinstance(v, float):
@@ -90,7 +142,7 @@ def _cell(v):
 
 def markdown_table(columns, rows) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_cell(r.get(c)) for c in columns) + " |" for r in rows]
+    lines += ["| " + " | ".join(_cell(r.get(c), c) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
 
 
@@ -121,25 +173,108 @@ def plot_pareto(rows, path, front=()) -> Path:
     return Path(path)
 
 
-def build_report(run_dirs, output_dir=None, overwrite: bool = False) -> dict:
-    """Reads the runs, writes report.md, report.json and pareto.png into `output_dir` (new folder unless
-    `overwrite`); returns the report dict (with `output_dir`)."""
+def sweep_section(rows) -> list[str]:
+    """The learning-rate sweep (grid.py): one line per family and candidate, the chosen rate marked."""
+    families = {}
+    for r in rows:
+        sweep = r.get("lr_sweep")
+        if sweep:
+            families.setdefault(sweep["family"], {**sweep, "used_by": []})["used_by"].append(r["name"])
+    if not families:
+        return []
+    some = next(iter(families.values()))
+    md = ["## Learning rates: the sweep", "",
+          f"Per method family, each candidate trained {some.get('max_steps')} steps on the training split minus a "
+          f"validation split of {some.get('validation_rows')} utterances carved from it (seed "
+          f"{some.get('validation_seed')}); the rate with the lowest validation loss (transcript tokens) is the "
+          "family's, for every run of the family.", "",
+          "| family | swept with | used by | learning rate | validation loss | train loss | chosen |",
+          "|---|---|---|---:|---:|---:|---|"]
+    for fam, sw in families.items():
+        for c in sw["candidates"]:
+            md.append(f"| {fam} | {sw['representative']} | {', '.join(sw['used_by'])} | {c['learning_rate']:.1e} | "
+                      f"{_cell(c.get('eval_loss'))} | {_cell(c.get('train_loss'))} | "
+                      f"{'**yes**' if c['learning_rate'] == sw['chosen_learning_rate'] else ''} |")
+    return md + [""]
+
+
+def spoken_qa_section(rows) -> list[str]:
+    have = [r for r in rows if r.get("spoken_qa")]
+    if not have:
+        return []
+    md = ["## Spoken QA (arXiv 2509.23755's measure)", "",
+          "The text suite's arithmetic questions and cloze contexts spoken by held-out voices (eval/spoken_qa.py), "
+          "multiple choice by log-likelihood. Points (arithmetic acc, cloze acc_norm). T2T: question as text; S2T "
+          "direct: the speech units of the question, then the answer cue; cascade: the run answers its own transcript; "
+          "base cascade: the frozen base answers the run's transcript; question WER: the run's transcripts of the "
+          "questions.", "",
+          "| run | voices | task | base T2T | T2T | S2T direct | cascade | base cascade | question WER % |",
+          "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in have:
+        qa = r["spoken_qa"]
+        if not qa["family"]:
+            text = qa["text"]
+            for task, m in text["tasks"].items():
+                md.append(f"| {r['name']} | – | {task} | {_cell(m['base_t2t']['score'])} | – | – | – | – | – |")
+            continue
+        s = qa["sets"][qa["family"]]
+        wer = _cell(100 * s["question_asr"]["wer"])
+        for task, m in [*s["tasks"].items(), ("mean", None)]:
+            get = (lambda mode: m[mode]["score"] if mode in m else None) if m else (lambda mode: s["score"].get(mode))
+            md.append(f"| {r['name']} | {qa['family']} | {task} | " + " | ".join(
+                _cell(get(x)) for x in ("base_t2t", "t2t", "s2t", "cascade", "base_cascade")) + f" | {wer} |")
+    return md + [""]
+
+
+def importance_section(rows, out: Path) -> list[str]:
+    from .importance import plot_importance_shift
+
+    have = [r for r in rows if r.get("importance_shift")]
+    if not have:
+        return []
+    md = ["## Text-importance shift against the base (arXiv 2509.23755)", "",
+          "Layer-wise first-order Taylor importance |θ·∂L/∂θ| on general English text (eval/importance.py), each run's "
+          "base layers renormalised and compared with the base's distribution: Jensen–Shannon divergence (base 2), L1 "
+          "distance, the base layer whose share moved most (signed, points); for MDU the added layers are left out of "
+          "that comparison and their share of the whole stack's importance is given apart.", "",
+          "| run | JS divergence | L1 | most-moved base layer | its shift (points) | added layers' share % |",
+          "|---|---:|---:|---:|---:|---:|"]
+    curves = {}
+    for r in have:
+        imp = r["importance_shift"]
+        layer = imp["max_shift_layer"]
+        added = f"{100 * imp['added_share']:.1f}" if imp["added_importance"] else "–"
+        md.append(f"| {r['name']} | {imp['js_divergence']:.4f} | {imp['l1']:.3f} | {layer} | "
+                  f"{100 * imp['per_layer_shift'][layer]:+.2f} | {added} |")
+        curves[r["name"]] = imp
+    plot_importance_shift(curves, out / "importance_shift.png")
+    return md + ["", "![importance shift](importance_shift.png)", ""]
+
+
+def build_report(run_dirs, output_dir=None, overwrite: bool = False, notes=()) -> dict:
+    """Reads the runs, writes report.md, report.json and pareto.png (and importance_shift.png when runs have an
+    importance shift) into `output_dir` (new folder unless `overwrite`); returns the report dict (with `output_dir`).
+    `notes`: lines put under the title (e.g. which speech tokenizer the runs share)."""
     if not run_dirs:
         raise ValueError("no run dirs given")
     rows = [read_run(d) for d in run_dirs]
     front = pareto_front(rows)
     out = make_run_dir(output_dir, "report", overwrite)
     paper, importance_paper = as_dicts(MDU_COLUMNS, MDU_PAPER), as_dicts(IMPORTANCE_COLUMNS, IMPORTANCE_PAPER)
-    md = ["# mdu-speech comparison", "",
-          "Measured here. WER/CER in %, after English normalisation; text score = mean accuracy (points) of the text "
-          "suite; text Δ = run − base (points); ppl ratio = held-out perplexity run / base. "
+    md = ["# mdu-speech comparison", "", *[f"{n}" for n in notes], *([""] if notes else []),
+          "Measured here. WER/CER in %, after English normalisation (`*_seen`: split test_seen, training sentences "
+          "said by held-out voices); text score = mean accuracy (points) of the text "
+          "suite; text Δ = run − base (points); ppl ratio = held-out perplexity run / base; qa_*: spoken QA, mean "
+          "points over its tasks (below). "
           f"Pareto-optimal (WER vs Δ): {', '.join(front) or '–'}.", "",
           markdown_table(COLUMNS, rows), "", "![pareto](pareto.png)", "",
+          *sweep_section(rows), *spoken_qa_section(rows), *importance_section(rows, out),
           "## Published: MDU (arXiv 2604.00489), LibriSpeech WER %, 8-task text average", "",
           markdown_table(MDU_COLUMNS, paper), "",
           "## Published: importance / layer-wise LR (arXiv 2509.23755), 8B spoken QA accuracy %", "",
           markdown_table(IMPORTANCE_COLUMNS, importance_paper), ""]
-    report = {"runs": rows, "pareto_front": front, "paper_mdu": paper, "paper_importance": importance_paper}
+    report = {"runs": rows, "pareto_front": front, "paper_mdu": paper, "paper_importance": importance_paper,
+              "notes": list(notes)}
     (out / "report.md").write_text("\n".join(md))
     write_json(out / "report.json", report, overwrite)
     plot_pareto(rows, out / "pareto.png", front)

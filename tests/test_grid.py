@@ -1,6 +1,8 @@
-"""grid.py in --tiny mode: two runs (full fine-tuning, MDU E-Branchformer interleaved) train, are evaluated and land in
-the report with the numbers their own summary files hold; a run killed mid-training resumes from its checkpoint; the
-speech tokenizer is fitted once and shared; a second invocation touches nothing that is finished."""
+"""grid.py in --tiny mode: two runs (full fine-tuning, MDU E-Branchformer interleaved) go through sweep -> train ->
+ASR (test, test_seen) -> text -> spoken QA -> importance shift -> report, and land in the report with the numbers
+their own summary files hold; each run trains at its family's swept learning rate (the lowest validation loss); a run
+killed mid-training resumes from its checkpoint; the speech tokenizer is fitted once and shared; a second invocation
+touches nothing that is finished."""
 
 import json
 from pathlib import Path
@@ -14,7 +16,9 @@ import grid
 import train_hf
 
 RUNS = ["full", "mdu_ebf_interleaved"]
-TINY_STEPS = grid.yaml.safe_load((grid.GRID_DIR / "_shared.yaml").read_text())["tiny"]["train"]["max_steps"]
+SHARED = grid.yaml.safe_load((grid.GRID_DIR / "_shared.yaml").read_text())
+TINY_STEPS = SHARED["tiny"]["train"]["max_steps"]
+FAMILIES = {"full": "full", "mdu_ebf_interleaved": "mdu_e_branchformer"}
 
 
 class CountSteps(TrainerCallback):
@@ -99,11 +103,84 @@ def test_report_rows_carry_the_measured_numbers(tiny_grid):
 def test_speech_tokenizer_fitted_once_and_shared(tiny_grid):
     out, _ = tiny_grid
     codebook = load_file(out / "speech_tokenizer" / "speech_codebook.safetensors")["codebook"]
+    assert _json(out / "speech_tokenizer" / "grid_source.json")["source"] == "fitted by grid.py"
     for name in RUNS:
         cfg = grid.yaml.safe_load((out / "configs" / f"{name}.yaml").read_text())
         assert cfg["speech_tokenizer"] == str(out / "speech_tokenizer") and cfg["seed"] == 0
-        assert cfg["learning_rate"] == 3.0e-3 and "lr_scale" not in cfg  # the budget's factor is applied, not passed on
+        assert "lr_scale" not in cfg
         assert torch.equal(load_file(out / name / "speech_codebook.safetensors")["codebook"], codebook)
+    assert "fitted by grid.py" in (out / "results" / "report.md").read_text()
+
+
+def test_each_run_trains_at_its_familys_lowest_validation_loss(tiny_grid):
+    from datasets import load_from_disk
+
+    out, _ = tiny_grid
+    rows = {r["name"]: r for r in _json(out / "results" / "report.json")["runs"]}
+    split = _json(out / "sweep" / "data" / "split.json")
+    sweep_data = load_from_disk(str(out / "sweep" / "data"))
+    assert split["validation_rows"] == len(sweep_data["validation"]) >= 1 and len(sweep_data["train"]) >= 1
+    assert not set(sweep_data["validation"]["text"]) & set(sweep_data["train"]["text"])  # whole sentences held out
+    assert split["train_rows"] + split["validation_rows"] == len(load_from_disk(str(out / "tiny_data"))["train"])
+    steps = SHARED["tiny"]["sweep"]["budget"]["max_steps"]
+    for name, family in FAMILIES.items():
+        sweep = _json(out / "sweep" / family / "sweep.json")
+        cands = sweep["candidates"]
+        assert [c["learning_rate"] for c in cands] == SHARED["tiny"]["sweep"]["learning_rates"]
+        for c in cands:  # the table holds the loss each candidate's own training logged
+            done = _json(out / "sweep" / family / f"{grid.lr_tag(c['learning_rate'])}.json")
+            logged = [h for h in done["log_history"] if "eval_loss" in h]
+            assert c["eval_loss"] == done["eval_loss"] == logged[-1]["eval_loss"] and logged[-1]["step"] == steps
+            assert done["learning_rate"] == c["learning_rate"] and done["global_step"] == steps
+            assert not (out / "sweep" / family / grid.lr_tag(c["learning_rate"])).exists()  # the model is not kept
+        best = min(cands, key=lambda c: c["eval_loss"])["learning_rate"]
+        assert sweep["chosen_learning_rate"] == best and sweep["representative"] == name
+        cfg = grid.yaml.safe_load((out / "configs" / f"{name}.yaml").read_text())
+        assert cfg["learning_rate"] == best == rows[name]["learning_rate"]
+        assert _json(out / name / "trainer_state.json")["log_history"][0]["learning_rate"] == pytest.approx(best)
+        assert rows[name]["lr_sweep"]["chosen_learning_rate"] == best
+        sweep_cfg = grid.yaml.safe_load((out / "configs" / "sweep" / f"{family}-{grid.lr_tag(best)}.yaml").read_text())
+        assert sweep_cfg["eval_split"] == "validation" and sweep_cfg["dataset"] == str(out / "sweep" / "data")
+    md = (out / "results" / "report.md").read_text()
+    assert "## Learning rates: the sweep" in md and "| **yes** |" in md
+    assert grid.choose_lr([{"learning_rate": 1, "eval_loss": float("nan")}, {"learning_rate": 2, "eval_loss": 3.0}]) == 2
+
+
+def test_asr_on_test_and_test_seen_spoken_qa_and_importance_shift(tiny_grid):
+    from prepare.multi_corpus import VOICE_SPLITS
+
+    out, _ = tiny_grid
+    rows = {r["name"]: r for r in _json(out / "results" / "report.json")["runs"]}
+    base_text = _json(out / "base" / "eval" / "text" / "results.json")
+    base_qa = _json(out / "base" / "eval" / "spoken_qa" / "results.json")
+    for task in ("mdu_arith", "mdu_cloze"):  # the base's text-to-text accuracy is eval.text's on the same items
+        assert base_qa["text"]["tasks"][task]["base_t2t"]["acc"] == pytest.approx(base_text["tasks"][task]["acc"])
+        assert base_qa["text"]["tasks"][task]["base_t2t"]["score"] == pytest.approx(base_text["tasks"][task]["score"])
+    for name in RUNS:
+        seen = _json(out / name / "eval" / "asr_test_seen" / "summary.json")
+        assert seen["split"] == "test_seen" and rows[name]["wer_seen"] == pytest.approx(100 * seen["wer"])
+        assert rows[name]["distinct_hyps_seen"] == seen["listening_check"]["distinct_hypotheses"]
+        res = _json(out / name / "eval" / "spoken_qa" / "results.json")
+        espeak = res["sets"]["espeak"]
+        assert rows[name]["qa_s2t"] == pytest.approx(espeak["score"]["s2t"])
+        assert rows[name]["qa_cascade"] == pytest.approx(espeak["score"]["cascade"])
+        assert set(espeak["voices"]) <= set(VOICE_SPLITS["espeak"][1])  # held-out voices only
+        assert not set(espeak["voices"]) & set(VOICE_SPLITS["espeak"][0])
+        for task in ("mdu_arith", "mdu_cloze"):
+            assert espeak["tasks"][task]["base_t2t"]["acc"] == pytest.approx(base_text["tasks"][task]["acc"])
+        lines = (out / name / "eval" / "spoken_qa" / "items.jsonl").read_text().splitlines()
+        assert len(lines) == 2 * SHARED["tiny"]["eval"]["text_max_items"]
+        assert (out / name / "eval" / "spoken_qa" / "results.md").is_file()
+        imp = _json(out / name / "eval" / "importance" / "importance.json")
+        assert imp["importance"] == _json(out / "importance" / "importance.json")["importance"]  # the base's, reused
+        assert rows[name]["importance_shift"]["l1"] == pytest.approx(imp["shift"]["l1"])
+    assert rows["mdu_ebf_interleaved"]["importance_shift"]["added_share"] > 0
+    assert rows["full"]["importance_shift"]["added_importance"] == []
+    md = (out / "results" / "report.md").read_text()
+    assert "## Spoken QA" in md and "| mdu_ebf_interleaved | espeak | mean |" in md
+    assert "## Text-importance shift" in md and "| mdu_ebf_interleaved | " in md
+    assert (out / "results" / "importance_shift.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert list((out / "spoken_qa_audio").glob("espeak-*/manifest.json"))
 
 
 def test_commands_file_lists_exact_commands_and_hardware(tiny_grid):
@@ -116,9 +193,13 @@ def test_commands_file_lists_exact_commands_and_hardware(tiny_grid):
 
 def test_second_invocation_skips_finished_runs(tiny_grid, capsys):
     out, _ = tiny_grid
-    names = ("run.json", "model.safetensors", "eval/asr/summary.json", "eval/text/results.json")
+    names = ("run.json", "model.safetensors", "eval/asr/summary.json", "eval/asr_test_seen/summary.json",
+             "eval/text/results.json", "eval/spoken_qa/results.json", "eval/importance/importance.json")
     files = [out / n / f for n in RUNS for f in names]
-    files += [out / "speech_tokenizer" / "speech_codebook.safetensors", out / "base" / "eval" / "text" / "results.json"]
+    files += [out / "speech_tokenizer" / "speech_codebook.safetensors", out / "base" / "eval" / "text" / "results.json",
+              out / "base" / "eval" / "spoken_qa" / "results.json", out / "importance" / "importance.json",
+              out / "sweep" / "data" / "split.json", out / "sweep" / "units" / "units_info.json",
+              *(out / "sweep").glob("*/lr*.json")]
     before = {f: f.stat().st_mtime_ns for f in files}
     capsys.readouterr()
     grid.main(["--tiny", "--output_dir", str(out), "--only", ",".join(RUNS)])
@@ -127,13 +208,20 @@ def test_second_invocation_skips_finished_runs(tiny_grid, capsys):
     assert all(f"[grid] {n}: finished earlier" in printed for n in RUNS) and "running" not in printed
 
 
-def test_cpu_budget_scales_every_learning_rate_alike():
-    plan = grid.main(["--dry_run", "--budget", "cpu", "--output_dir", "/tmp/grid-plan-unused"])
-    shared = grid.yaml.safe_load((grid.GRID_DIR / "_shared.yaml").read_text())
-    scale = shared["budgets"]["cpu"]["lr_scale"]
-    for name in ("full", "mdu_interleaved"):
-        own = grid.yaml.safe_load((grid.GRID_DIR / f"{name}.yaml").read_text())
-        assert plan["learning_rates"][name] == pytest.approx(own["learning_rate"] * scale)
+def test_cpu_plan_is_the_demos_recipe_in_the_issues_order(tmp_path):
+    plan = grid.main(["--dry_run", "--budget", "cpu", "--output_dir", str(tmp_path / "plan")])
+    assert plan["runs"][:5] == ["full", "lora", "mdu_interleaved", "mdu_ebf_interleaved", "mdu_top"]
+    assert set(plan["runs"]) == {"full", "lora", "layerwise_lr", "lora_layerwise", "mdu_interleaved", "mdu_bottom",
+                                 "mdu_middle", "mdu_top", "mdu_sandwich", "mdu_ebf_interleaved"}
+    cpu = SHARED["budgets"]["cpu"]
+    assert (cpu["max_steps"], cpu["per_device_train_batch_size"], cpu["bf16"]) == (700, 8, "auto")
+    assert "lr_scale" not in cpu
+    families = {run for spec in SHARED["sweep"]["families"].values() for run in spec["runs"]}
+    assert families == set(plan["runs"]) and all(plan["learning_rates"][n] is None for n in plan["runs"])
+    labels = [label for label, _ in plan["commands"]]
+    assert labels.index("sweep full lr1.0e-04") < labels.index("full train") < labels.index("sweep lora lr1.0e-03")
+    assert not any("--split test" in cmd for label, cmd in plan["commands"] if label.startswith("sweep"))
+    assert not (tmp_path / "plan").exists()  # a dry run writes nothing
 
 
 def test_unknown_run_is_named():
