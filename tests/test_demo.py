@@ -46,4 +46,12 @@ def test_grid_uses_the_demos_corpus_and_tokenizer_recipe():
     assert {k: v for k, v in shared["corpus"].items() if k != "seed"} == cpu["corpus"]
     recipe = dict(shared["speech_tokenizer"])
     assert (recipe.pop("backend"), recipe.pop("split")) == ("phonetic", "train")
+    assert recipe.pop("batch_size") == cpu["fit_batch"] and recipe.pop("bf16") == "auto"  # bf16 as the demo decides
     assert recipe == {**demo.TOKENIZER, "seed": 0} and cpu["fit_examples"] >= cpu["corpus"]["num_train"]
+
+
+def test_training_subprocess_failure_names_the_script_and_command(tmp_path):
+    """demo.py trains in a fresh process; when that process fails the demo stops with the script, its exit status and
+    the exact command to rerun, not with a silent success."""
+    with pytest.raises(RuntimeError, match=r"(?s)train_hf\.py failed \(exit status [1-9]\d*\).*--no_such_flag --max_steps 0"):
+        demo.run_script("train_hf.py", ["--no_such_flag", "--max_steps", "0", "--output_dir", str(tmp_path)])
