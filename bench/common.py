@@ -277,5 +277,11 @@ def hardware_line(hw: dict) -> str:
     return f"{where}, torch {hw['torch']}"
 
 
+def targets_md(targets: list[dict]) -> list[str]:
+    """One markdown line per target: its name, bound, measured value and pass / miss."""
+    return [f"- target {t['name']} {t['target']}: measured {t['value']:.2f} → **{'pass' if t['pass'] else 'miss'}**"
+            for t in targets]
+
+
 def ratio(value, reference):
     return value / reference if reference else None

@@ -18,7 +18,7 @@ import sys
 
 import torch
 
-from .common import BenchSetup, load_base, model_size, speech_prompt, text_batch, time_round_robin, upscale
+from .common import BenchSetup, load_base, model_size, speech_prompt, targets_md, text_batch, time_round_robin, upscale
 
 TARGET = 0.78
 MODELS = {"base": "base Llama", "mdu_transformer": "MDU Transformer", "mdu_e_branchformer": "MDU E-Branchformer"}
@@ -151,6 +151,5 @@ def to_markdown(sec: dict, hw_line: str) -> str:
         reads = " / ".join(f"{v:g}" for v in reads.values()) if reads else "–"
         lines.append(f"| {row['model']} | {cells} | {reads} |")
     lines.append("")
-    lines += [f"- target {t['name']} {t['target']}: measured {t['value']:.2f} → **{'pass' if t['pass'] else 'miss'}**"
-              for t in sec["targets"]]
+    lines += targets_md(sec["targets"])
     return "\n".join(lines + [""])

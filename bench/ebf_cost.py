@@ -13,7 +13,7 @@ Target (issue 20): MDU E-Branchformer step <= 1.0x full fine-tuning.
 
 import torch
 
-from .common import BenchSetup, asr_batch, load_base, model_size, share_frozen, time_round_robin, upscale
+from .common import BenchSetup, asr_batch, load_base, model_size, share_frozen, targets_md, time_round_robin, upscale
 
 TARGET = 1.0
 CONV_OPS = ("conv", "convolution")
@@ -132,6 +132,5 @@ def to_markdown(sec: dict, hw_line: str) -> str:
         lines.append(f"| {r['model']} | {r['trainable_params'] / 1e6:,.2f}M | {r['step_time_s']:.3f} | "
                      f"{min(r['step_times_s']):.2f}-{max(r['step_times_s']):.2f} | {r['ratio_to_full']:.2f}× |")
     lines.append("")
-    lines += [f"- target {t['name']} {t['target']}: measured {t['value']:.2f} → **{'pass' if t['pass'] else 'miss'}**"
-              for t in sec["targets"]]
+    lines += targets_md(sec["targets"])
     return "\n".join(lines + [""])

@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from .common import BenchSetup, asr_batch, load_base, share_frozen, sync, upscale
+from .common import BenchSetup, asr_batch, load_base, share_frozen, sync, targets_md, upscale
 
 TARGET = 0.6
 STEPS = {"quick": 4, "full": 6, "cuda": 50}
@@ -88,6 +88,5 @@ def to_markdown(sec: dict, hw_line: str) -> str:
                      + " ".join(f"{x:.3f}" for x in r["losses"]) + " |")
     lines += ["", f"- largest relative loss gap, FP8 vs the same model without it: "
                   f"{100 * sec['max_relative_loss_gap_fp8_vs_reference']:.2f}%"]
-    lines += [f"- target {t['name']} {t['target']}: measured {t['value']:.2f} → **{'pass' if t['pass'] else 'miss'}**"
-              for t in sec["targets"]]
+    lines += targets_md(sec["targets"])
     return "\n".join(lines + [""])

@@ -19,7 +19,7 @@ import torch
 
 from training.collator import pack_features
 
-from .common import BenchSetup, load_base, time_round_robin, upscale
+from .common import BenchSetup, load_base, targets_md, time_round_robin, upscale
 
 TARGET = 1.3
 # examples per batch, speech units per example (min, max), transcript tokens (min, max)
@@ -129,6 +129,5 @@ def to_markdown(sec: dict, hw_line: str) -> str:
             lines.append(f"| MDU {lt} | {layout} | {r['step_time_s']:.3f} | {min(r['step_times_s']):.2f}-"
                          f"{max(r['step_times_s']):.2f} | {r['tokens_per_s']:.0f} | {x:.2f}× |")
     lines.append("")
-    lines += [f"- target {t['name']} {t['target']}: measured {t['value']:.2f} → **{'pass' if t['pass'] else 'miss'}**"
-              for t in sec["targets"]]
+    lines += targets_md(sec["targets"])
     return "\n".join(lines + [""])

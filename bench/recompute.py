@@ -16,7 +16,7 @@ Target (issue 20): MDU Transformer with the flag <= 0.5x full fine-tuning's peak
 import torch
 
 from . import train_step
-from .common import BenchSetup, asr_batch, load_base, ratio, time_round_robin, upscale
+from .common import BenchSetup, asr_batch, load_base, ratio, targets_md, time_round_robin, upscale
 
 METHODS = ("full", "mdu_transformer", "mdu_transformer_recompute", "mdu_e_branchformer", "mdu_e_branchformer_recompute")
 FIELDS = ("step_time_s", "peak_memory_bytes", "saved_activation_bytes")
@@ -115,6 +115,5 @@ def to_markdown(sec: dict, hw_line: str) -> str:
                      f"{r['ratio_on_to_off']:.2f}× ({r['on']['step_time_s']:.2f} s vs {r['off']['step_time_s']:.2f} s; "
                      f"spread {min(r['on']['step_times_s']):.2f}-{max(r['on']['step_times_s']):.2f} vs "
                      f"{min(r['off']['step_times_s']):.2f}-{max(r['off']['step_times_s']):.2f})")
-    lines += [f"- target {t['name']} {t['target']}: measured {t['value']:.2f} → **{'pass' if t['pass'] else 'miss'}**"
-              for t in sec["targets"]]
+    lines += targets_md(sec["targets"])
     return "\n".join(lines + [""])

@@ -38,7 +38,7 @@ from . import (
     text_bypass,
     train_step,
 )
-from .common import BenchSetup, hardware, hardware_line
+from .common import BenchSetup, hardware, hardware_line, targets_md
 
 SECTIONS = ("train_step", "logits_at_labels", "generation", "text_bypass", "tokenizer", "front_end",
             "recompute", "packing", "decode", "ebf_cost", "fp8")
@@ -105,11 +105,6 @@ def _caption(hw_line: str, setup: dict, extra: str = "") -> str:
     return "_" + "; ".join(parts) + (f"; {extra}" if extra else "") + "_"
 
 
-def _targets_md(targets) -> list[str]:
-    return [f"- target {t['name']} {t['target']}: measured {t['value']:.2f} → **{'pass' if t['pass'] else 'miss'}**"
-            for t in targets]
-
-
 def to_markdown(results: dict) -> str:
     meta = results["meta"]
     hw = hardware_line(meta["hardware"])
@@ -137,7 +132,7 @@ def to_markdown(results: dict) -> str:
             lines.append(f"| {r['method']} | {_params(r['trainable_params'])} | {_x(q['trainable_params'])} | "
                          f"{r['step_time_s']:.3f} | {_x(q['step_time_s'])} | {_mib(r['peak_memory_bytes'])} | "
                          f"{_x(q['peak_memory_bytes'])} | {_mib(r['optimizer_state_bytes'])} | {_x(q['optimizer_state_bytes'])} |")
-        lines += [""] + _targets_md(sec["targets"]) + [""]
+        lines += [""] + targets_md(sec["targets"]) + [""]
     sec = results.get("logits_at_labels", {})
     if "speedup" in sec:
         s = sec["setup"]
@@ -147,7 +142,7 @@ def to_markdown(results: dict) -> str:
                   "| logits | step time (s) | speedup |", "|---|---:|---:|",
                   f"| full (every position) | {sec['full_logits']['step_time_s']:.3f} | 1.00× |",
                   f"| at labels only | {sec['labels_only']['step_time_s']:.3f} | {_x(sec['speedup'])} |", ""]
-        lines += _targets_md(sec["targets"]) + [""]
+        lines += targets_md(sec["targets"]) + [""]
     sec = results.get("generation", {})
     if "models" in sec:
         s = sec["setup"]
@@ -159,7 +154,7 @@ def to_markdown(results: dict) -> str:
             q = r["ratio_to_base_cached"]
             lines.append(f"| {r['model']} | {_params(r['total_params'])} | {r['layers']} | {r['cached']['tokens_per_s']:.1f} | "
                          f"{_x(q['cached'])} | {r['uncached']['tokens_per_s']:.1f} | {_x(q['uncached'])} |")
-        lines += [""] + _targets_md(sec["targets"]) + [""]
+        lines += [""] + targets_md(sec["targets"]) + [""]
     sec = results.get("text_bypass", {})
     if "models" in sec:
         s = sec["setup"]
@@ -168,7 +163,7 @@ def to_markdown(results: dict) -> str:
                   "| model | params | layers | forward time (s) | × base |", "|---|---:|---:|---:|---:|"]
         for r in sec["models"].values():
             lines.append(f"| {r['model']} | {_params(r['total_params'])} | {r['layers']} | {r['forward_time_s']:.4f} | {_x(r['ratio_to_base'])} |")
-        lines += [""] + _targets_md(sec["targets"]) + [""]
+        lines += [""] + targets_md(sec["targets"]) + [""]
     sec = results.get("tokenizer", {})
     if "results" in sec:
         s = sec["setup"]

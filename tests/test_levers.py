@@ -30,6 +30,7 @@ from tiny_models import (
 from transformers import StaticCache
 from transformers.cache_utils import DynamicCache
 
+from bench.train_step import saved_tensor_bytes
 from modeling_mdu import MDUSpeechProcessor, MDUSpeechTokenizer
 from modeling_mdu.causal_conv import CausalDepthwiseConv1d
 from training.collator import ASRCollator
@@ -54,19 +55,7 @@ def _loss_and_grads(model, ids, labels, **kwargs):
 
 def _saved_bytes(model, ids, labels) -> int:
     """Bytes of the tensors autograd keeps for backward (parameters excluded), each storage once."""
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    kept = {}
-
-    def pack(t):
-        storage = t.untyped_storage()
-        if storage.data_ptr() not in params:
-            kept[storage.data_ptr()] = storage.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss = model(ids, labels=labels).loss
-    loss.backward()
-    return sum(kept.values())
+    return saved_tensor_bytes(model, {"input_ids": ids, "labels": labels})
 
 
 def _asr_labels(ids, prompt_len):
