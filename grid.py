@@ -15,7 +15,8 @@ the grid resumes across sittings (a killed training resumes from its last checkp
   speech tokenizer ONE for every run: a copy of --speech_tokenizer, or of the demo's (outputs/demo/speech_tokenizer)
                    when demo.py fitted it with this recipe on this corpus, else fitted here (fit_phonetic_tokenizer.py);
                    which one is recorded in speech_tokenizer/grid_source.json and in the report
-  base             text suite (eval/text.py: the reference for Δ), layer-wise text importance (eval/importance.py),
+  base             text suite (eval/text.py: the reference for Δ), layer-wise text importance (eval/importance.py)
+                   and its control (the base on the next texts: the shift's sampling noise),
                    spoken QA text-to-text (eval/spoken_qa.py)
   sweep            per family (`sweep.families`), before its first run: the training split's units once
                    (training.precompute_units), a validation split carved from it (whole sentences, fixed seed; never a
@@ -336,6 +337,14 @@ def main(argv=None) -> dict:
     iargs = ["--base", base, *flags(max_texts=imp_cfg["max_texts"], lam=imp_cfg["lam"], device=ev["device"]),
              "--output_dir", str(importance.parent), "--overwrite"]
     stage("base importance", importance, py("-m eval.importance", iargs), lambda: eval_importance.main(iargs))
+    # the shift's noise floor: the base against itself, measured on the next max_texts texts (the base row of the table)
+    control = out / "base" / "eval" / "importance_control" / "importance.json"
+    cargs = ["--base", base, "--base_importance", str(importance), "--adapted", base,
+             "--adapted_text_offset", str(imp_cfg["max_texts"]),
+             *flags(max_texts=imp_cfg["max_texts"], lam=imp_cfg["lam"], device=ev["device"]),
+             "--output_dir", str(control.parent), "--overwrite"]
+    stage("base importance control (other texts)", control, py("-m eval.importance", cargs),
+          lambda: eval_importance.main(cargs))
     audio_cache = str(out / "spoken_qa_audio") if a.tiny else qa_cfg["audio_cache"]
     qa_flags = flags(max_items=ev["text_max_items"], max_length=ev.get("text_max_length"), device=ev["device"])
     base_qa = out / "base" / "eval" / "spoken_qa" / "results.json"

@@ -8,6 +8,12 @@ distribution. For two checkpoints (base, adapted) the tool reports the shift bet
 (Jensen–Shannon divergence, L1), plots both, and writes `importance.json` with the base's `importance` and
 `lr_multipliers` (1 − λ·(I − Imin)/(Imax − Imin), λ = 0.4) that `train_hf.py --method layerwise_lr` reads.
 For an MDU model the base layers and the added layers are reported separately, indexed by stack position.
+
+A control for the shift's sampling noise: the base against itself on other texts,
+
+    python -m eval.importance --base B --adapted B --adapted_text_offset 64 --max_texts 64
+
+(the adapted side reads texts 64..127 instead of 0..63; grid.py reports it as the base row of its shift table).
 """
 
 import argparse
@@ -152,7 +158,8 @@ def plot_importance_shift(runs: dict, path, title: str = "Text-importance shift 
     ax = axes[0][0]
     for k, (name, r) in enumerate(runs.items()):
         shift = [100 * d for d in r["per_layer_shift"]]
-        ax.plot(range(len(shift)), shift, marker="o", ms=3, color=f"C{k % 10}", label=name)
+        style = dict(color="0.5", ls="--") if "control" in name else dict(color=f"C{k % 10}")
+        ax.plot(range(len(shift)), shift, marker="o", ms=3, label=name, **style)
     ax.axhline(0, color="k", lw=0.6)
     ax.set_ylabel("Δ share of base layer (points)")
     ax.set_title(title)
@@ -174,12 +181,24 @@ def plot_importance_shift(runs: dict, path, title: str = "Text-importance shift 
     return path
 
 
-def default_texts(n: int) -> list[str]:
-    """gensim's lee_background.cor news articles (general English text; not lee.cor, the held-out eval text)."""
+def default_texts(n: int, offset: int = 0) -> list[str]:
+    """gensim's lee_background.cor news articles (general English text; not lee.cor, the held-out eval text), the
+    `n` from line `offset` on."""
     import gensim
 
     path = Path(gensim.__file__).parent / "test" / "test_data" / "lee_background.cor"
-    return [t.strip() for t in path.read_text(encoding="latin-1").splitlines() if t.strip()][:n]
+    return [t.strip() for t in path.read_text(encoding="latin-1").splitlines() if t.strip()][offset: offset + n]
+
+
+def read_texts(path: str | None, n: int, offset: int = 0) -> list[str]:
+    """`n` non-empty texts from line `offset` of `path` (one a line), or of the default texts; fewer is an error."""
+    if path:
+        texts = [t for t in Path(path).read_text().splitlines() if t.strip()][offset: offset + n]
+    else:
+        texts = default_texts(n, offset)
+    if not texts or (offset and len(texts) < n):
+        raise ValueError(f"{path or 'lee_background.cor'}: {len(texts)} texts from line {offset} on, {n} wanted")
+    return texts
 
 
 def analyse(model, tokenizer, texts, batch_size=8, max_length=256) -> dict:
@@ -211,6 +230,9 @@ def main(argv=None):
                    help="importance.json of an earlier run on the same base and texts: reused, not recomputed")
     p.add_argument("--texts", default=None, help="a .txt file (one text a line); default gensim lee_background.cor")
     p.add_argument("--max_texts", type=int, default=32)
+    p.add_argument("--adapted_text_offset", type=int, default=None,
+                   help="measure --adapted on the texts from this line on instead of the base's (a noise control: "
+                        "--adapted = --base); default the same texts")
     p.add_argument("--batch_size", type=int, default=4)
     p.add_argument("--max_length", type=int, default=256)
     p.add_argument("--lam", type=float, default=0.4)
@@ -220,8 +242,8 @@ def main(argv=None):
     a = p.parse_args(argv)
     from .loading import load_model
 
-    texts = (Path(a.texts).read_text().splitlines() if a.texts else default_texts(a.max_texts))[: a.max_texts]
-    texts = [t for t in texts if t.strip()]
+    texts = read_texts(a.texts, a.max_texts)
+    adapted_texts = texts if a.adapted_text_offset is None else read_texts(a.texts, len(texts), a.adapted_text_offset)
     out = make_run_dir(a.output_dir, "importance", a.overwrite)
     if a.base_importance:
         base = reuse_base_importance(a.base_importance, a.base, len(texts), a.max_length)
@@ -234,11 +256,12 @@ def main(argv=None):
     curves, added = {"base": _normalise(base["base"])}, None
     if a.adapted:
         model, tok = load_model(a.adapted, device=a.device, merge=True)
-        adapted = analyse(model, tok, texts, a.batch_size, a.max_length)
+        adapted = analyse(model, tok, adapted_texts, a.batch_size, a.max_length)
         follows = added_follow(adapted["base_positions"], adapted["added_positions"])
         result.update(adapted_model=a.adapted, adapted_importance=adapted["base"], adapted_added_importance=adapted["added"],
                       adapted_added_positions=adapted["added_positions"], adapted_added_follow=follows,
-                      adapted_added_share=sum(adapted["added"]), shift=importance_shift(base["base"], adapted["base"]))
+                      adapted_added_share=sum(adapted["added"]), shift=importance_shift(base["base"], adapted["base"]),
+                      adapted_text_offset=a.adapted_text_offset or 0)
         curves["adapted (share of all its layers)"] = adapted["base"]  # analyse() normalises over all layers
         added = {"positions": follows, "values": adapted["added"]}
     write_json(out / "importance.json", result, a.overwrite)

@@ -99,7 +99,8 @@ def read_run(run_dir) -> dict:
                                    "per_layer_shift": imp["shift"]["per_layer_shift"],
                                    "added_follow": imp.get("adapted_added_follow") or [],
                                    "added_importance": imp.get("adapted_added_importance") or [],
-                                   "added_share": imp.get("adapted_added_share") or 0.0}
+                                   "added_share": imp.get("adapted_added_share") or 0.0,
+                                   "text_offset": imp.get("adapted_text_offset") or 0}
     return row
 
 
@@ -236,7 +237,9 @@ def importance_section(rows, out: Path) -> list[str]:
           "Layer-wise first-order Taylor importance |θ·∂L/∂θ| on general English text (eval/importance.py), each run's "
           "base layers renormalised and compared with the base's distribution: Jensen–Shannon divergence (base 2), L1 "
           "distance, the base layer whose share moved most (signed, points); for MDU the added layers are left out of "
-          "that comparison and their share of the whole stack's importance is given apart.", "",
+          "that comparison and their share of the whole stack's importance is given apart. The `base` row is the "
+          "control: the base against itself on the next texts of the same source, i.e. the shift that sampling "
+          "texts alone gives (a run's shift is read against it).", "",
           "| run | JS divergence | L1 | most-moved base layer | its shift (points) | added layers' share % |",
           "|---|---:|---:|---:|---:|---:|"]
     curves = {}
@@ -244,9 +247,11 @@ def importance_section(rows, out: Path) -> list[str]:
         imp = r["importance_shift"]
         layer = imp["max_shift_layer"]
         added = f"{100 * imp['added_share']:.1f}" if imp["added_importance"] else "–"
-        md.append(f"| {r['name']} | {imp['js_divergence']:.4f} | {imp['l1']:.3f} | {layer} | "
+        label = (f"{r['name']} (control: the base on texts {imp['text_offset']}+)" if imp["text_offset"]
+                 else r["name"])
+        md.append(f"| {label} | {imp['js_divergence']:.4f} | {imp['l1']:.3f} | {layer} | "
                   f"{100 * imp['per_layer_shift'][layer]:+.2f} | {added} |")
-        curves[r["name"]] = imp
+        curves["base, other texts (control)" if imp["text_offset"] else r["name"]] = imp
     plot_importance_shift(curves, out / "importance_shift.png")
     return md + ["", "![importance shift](importance_shift.png)", ""]
 

@@ -199,6 +199,18 @@ def _assert_png(path):
     assert data[:8] == PNG_SIGNATURE and len(data) > 2000
 
 
+def test_importance_texts_from_an_offset_and_too_few_named(tmp_path):
+    from eval.importance import default_texts, read_texts
+
+    first, nxt = read_texts(None, 4), read_texts(None, 4, offset=4)
+    assert first == default_texts(8)[:4] and nxt == default_texts(8)[4:] and not set(first) & set(nxt)
+    f = tmp_path / "texts.txt"
+    f.write_text("one\n\ntwo\nthree\n")  # the empty line is not a text
+    assert read_texts(str(f), 2, offset=1) == ["two", "three"]
+    with pytest.raises(ValueError, match=r"texts.txt: 1 texts from line 2 on, 2 wanted"):
+        read_texts(str(f), 2, offset=2)
+
+
 def test_importance_plot_is_png(tmp_path):
     path = plot_importance({"base": [0.1, 0.4, 0.5], "adapted": [0.2, 0.3, 0.5]}, tmp_path / "imp.png",
                            added={"positions": [1], "values": [0.05]})

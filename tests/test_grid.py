@@ -176,7 +176,14 @@ def test_asr_on_test_and_test_seen_spoken_qa_and_importance_shift(tiny_grid):
         assert rows[name]["importance_shift"]["l1"] == pytest.approx(imp["shift"]["l1"])
     assert rows["mdu_ebf_interleaved"]["importance_shift"]["added_share"] > 0
     assert rows["full"]["importance_shift"]["added_importance"] == []
+    n_texts = SHARED["tiny"]["importance"]["max_texts"]  # the control: the base against itself on the next texts
+    control = _json(out / "base" / "eval" / "importance_control" / "importance.json")
+    assert control["adapted_text_offset"] == n_texts and control["num_texts"] == n_texts
+    assert control["importance"] == _json(out / "importance" / "importance.json")["importance"]
+    assert control["shift"]["js_divergence"] > 0  # other texts, another distribution: the noise a shift is read against
+    assert rows["base"]["importance_shift"]["text_offset"] == n_texts
     md = (out / "results" / "report.md").read_text()
+    assert f"| base (control: the base on texts {n_texts}+) | " in md
     assert "## Spoken QA" in md and "| mdu_ebf_interleaved | espeak | mean |" in md
     assert "## Text-importance shift" in md and "| mdu_ebf_interleaved | " in md
     assert (out / "results" / "importance_shift.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -198,6 +205,7 @@ def test_second_invocation_skips_finished_runs(tiny_grid, capsys):
     files = [out / n / f for n in RUNS for f in names]
     files += [out / "speech_tokenizer" / "speech_codebook.safetensors", out / "base" / "eval" / "text" / "results.json",
               out / "base" / "eval" / "spoken_qa" / "results.json", out / "importance" / "importance.json",
+              out / "base" / "eval" / "importance_control" / "importance.json",
               out / "sweep" / "data" / "split.json", out / "sweep" / "units" / "units_info.json",
               *(out / "sweep").glob("*/lr*.json")]
     before = {f: f.stat().st_mtime_ns for f in files}
