@@ -334,14 +334,14 @@ def main(argv=None) -> dict:
     if not a.dry_run and not (out / "base" / "run.json").exists():
         (out / "base" / "run.json").write_text(json.dumps({"name": "base", "method": "base"}) + "\n")
     importance = out / "importance" / "importance.json"
-    iargs = ["--base", base, *flags(max_texts=imp_cfg["max_texts"], lam=imp_cfg["lam"], device=ev["device"]),
+    imp_flags = flags(max_texts=imp_cfg["max_texts"], lam=imp_cfg["lam"], device=ev["device"])
+    iargs = ["--base", base, *imp_flags,
              "--output_dir", str(importance.parent), "--overwrite"]
     stage("base importance", importance, py("-m eval.importance", iargs), lambda: eval_importance.main(iargs))
     # the shift's noise floor: the base against itself, measured on the next max_texts texts (the base row of the table)
     control = out / "base" / "eval" / "importance_control" / "importance.json"
     cargs = ["--base", base, "--base_importance", str(importance), "--adapted", base,
-             "--adapted_text_offset", str(imp_cfg["max_texts"]),
-             *flags(max_texts=imp_cfg["max_texts"], lam=imp_cfg["lam"], device=ev["device"]),
+             "--adapted_text_offset", str(imp_cfg["max_texts"]), *imp_flags,
              "--output_dir", str(control.parent), "--overwrite"]
     stage("base importance control (other texts)", control, py("-m eval.importance", cargs),
           lambda: eval_importance.main(cargs))
@@ -500,7 +500,7 @@ def main(argv=None) -> dict:
                  *flags(max_new_tokens=qa_cfg.get("max_new_tokens")), *qa_flags,
                  "--output_dir", str(run / "eval" / "spoken_qa"), "--overwrite"]
         hargs = ["--base", base, "--base_importance", str(importance), "--adapted", str(run),
-                 *flags(max_texts=imp_cfg["max_texts"], lam=imp_cfg["lam"], device=ev["device"]),
+                 *imp_flags,
                  "--output_dir", str(run / "eval" / "importance"), "--overwrite"]
         stages = [(f"{name} train", run / "train_done.json", py("train_hf.py", [str(config_file)]),
                    lambda name=name, run=run, config_file=config_file:
