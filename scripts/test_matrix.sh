@@ -20,7 +20,8 @@ versions() {  # what an environment runs, for the log
 
 suite_with_transformers() {  # VERSION DIR: the lock with transformers VERSION (not hash-pinned: not in any lock)
   bash scripts/venv_from_lock.sh "$2" requirements.lock
-  "$2/bin/python" -m pip install --quiet --disable-pip-version-check "transformers==$1"
+  "$2/bin/python" -m uv pip install --quiet --python "$2/bin/python" "transformers==$1" 2>/dev/null ||
+    "$2/bin/python" -m pip install --quiet --disable-pip-version-check "transformers==$1"
   "$2/bin/python" -m pip check
   rm -f "$2/.lock.sha256"  # no longer the lock's set: the next use reinstalls it
   echo "[matrix] $2: $(versions "$2")"
