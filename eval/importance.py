@@ -146,7 +146,8 @@ def plot_importance_shift(runs: dict, path, title: str = "Text-importance shift 
     """One line per run: the change of each base layer's share of text importance (adapted − base, points; the
     adapted model's base layers renormalised), and below it each run's added layers' share of its whole importance
     at the base layer they follow. `runs`: {name: {"per_layer_shift": [...], "added_follow": [...],
-    "added_importance": [...]}}. Writes a PNG."""
+    "added_importance": [...], "text_offset": int}}; a run with a text_offset (the control) is drawn grey and
+    dashed. Writes a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -158,7 +159,8 @@ def plot_importance_shift(runs: dict, path, title: str = "Text-importance shift 
     ax = axes[0][0]
     for k, (name, r) in enumerate(runs.items()):
         shift = [100 * d for d in r["per_layer_shift"]]
-        style = dict(color="0.5", ls="--") if "control" in name else dict(color=f"C{k % 10}")
+        control = bool(r.get("text_offset"))  # the base against itself on other texts (eval.importance control)
+        style = dict(color="0.5", ls="--") if control else dict(color=f"C{k % 10}")
         ax.plot(range(len(shift)), shift, marker="o", ms=3, label=name, **style)
     ax.axhline(0, color="k", lw=0.6)
     ax.set_ylabel("Δ share of base layer (points)")

@@ -217,6 +217,22 @@ def test_importance_plot_is_png(tmp_path):
     _assert_png(path)
 
 
+def test_importance_shift_plot_greys_the_control_by_its_text_offset_not_its_name(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    from eval.importance import plot_importance_shift
+
+    figs = []
+    monkeypatch.setattr(plt, "close", figs.append)  # keep the figure to read its lines
+    shift = {"per_layer_shift": [0.01, -0.02, 0.01], "added_follow": [], "added_importance": []}
+    runs = {"control arm of my ablation": dict(shift, text_offset=0), "base on other texts": dict(shift, text_offset=64)}
+    _assert_png(plot_importance_shift(runs, tmp_path / "shift.png"))
+    lines = {ln.get_label(): ln for ln in figs[0].axes[0].get_lines() if not ln.get_label().startswith("_")}
+    assert lines["base on other texts"].get_linestyle() == "--" and lines["base on other texts"].get_color() == "0.5"
+    assert lines["control arm of my ablation"].get_linestyle() == "-"
+    assert lines["control arm of my ablation"].get_color() != "0.5"
+
+
 # ---------------------------------------------------------------- report and model card
 def _run(tmp_path, name, method, wer, delta, trainable, model=None):
     d = tmp_path / name
