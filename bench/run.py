@@ -185,6 +185,8 @@ def to_markdown(results: dict) -> str:
     for name, module in LEVERS.items():
         if "targets" in results.get(name, {}):
             lines += [module.to_markdown(results[name], hw)]
+        elif "skipped" in results.get(name, {}):
+            lines += [f"## Lever {name}: skipped", "", results[name]["skipped"], ""]
     for name in SECTIONS:
         if "error" in results.get(name, {}):
             lines += [f"## {name}: failed", "", "```", results[name]["error"], "```", ""]

@@ -104,6 +104,27 @@ class MDUSpeechConfig(LlamaConfig):
             self.cgmlp_units = 6 * self.hidden_size
         super().__post_init__(**kwargs)
 
+    def convert_rope_params_to_dict(self, **kwargs):
+        """RoPE per attention type (Gemma 3: {"full_attention": {...}, "sliding_attention": {...}}) keeps its
+        defaults inside each entry, for every transformers release. LlamaConfig's own conversion in 5.14-5.17 puts
+        `rope_theta` next to the entries (5.17's validation then reads it as one more attention type: "'float'
+        object has no attribute 'get'") and standardises per entry of `layer_types`, whose E-Branchformer cache
+        types ("hybrid") have no entry (KeyError). Flat RoPE parameters (every other family) go the stock way."""
+        params = self.rope_parameters
+        if not (isinstance(params, dict) and params and set(params) <= set(ATTENTION_TYPES)):
+            return super().convert_rope_params_to_dict(**kwargs)
+        kwargs.pop("rope_scaling", None)  # a flat dict, not an entry per attention type: the entries stand
+        theta = kwargs.pop("rope_theta", None)
+        for entry in params.values():
+            if entry is None:  # saved as None: no RoPE for that attention type
+                continue
+            entry.setdefault("rope_type", entry.get("type", "default"))
+            if theta is not None:
+                entry.setdefault("rope_theta", theta)
+            if entry["rope_type"] in ("llama3", "yarn", "longrope"):
+                entry.setdefault("original_max_position_embeddings", self.max_position_embeddings)
+        return kwargs
+
     def _resolve_layers(self):
         if self.layer_type not in LAYER_TYPES:
             raise ValueError(f"layer_type must be one of {LAYER_TYPES}, got {self.layer_type!r}")

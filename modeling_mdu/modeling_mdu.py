@@ -8,6 +8,7 @@ scaled embeddings, final-logit soft-capping) with the added layers in between.
 """
 
 import copy
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -69,9 +70,27 @@ FP8 = torch.float8_e4m3fn
 FP8_MAX = 448.0  # largest finite float8_e4m3fn
 
 
+@functools.cache
+def cpu_has_rowwise_fp8_matmul() -> bool:
+    """Whether this torch's CPU `_scaled_mm` takes one scale per row (torch 2.14 does; 2.11 takes one per tensor)."""
+    a, scale = torch.ones(16, 16).to(FP8), torch.ones(16, 1)
+    try:
+        torch._scaled_mm(a, a.t(), scale_a=scale, scale_b=scale.t(), out_dtype=torch.bfloat16)
+    except RuntimeError:
+        return False
+    return True
+
+
 def check_fp8_device(device: torch.device, capability: tuple[int, int] | None = None) -> None:
-    """FP8 matmuls (`torch._scaled_mm`) run on CPUs and on GPUs of compute capability >= 8.9 (Ada, Hopper and
-    newer); raise a clear error elsewhere rather than a kernel failure deep inside a step."""
+    """FP8 matmuls with row-wise scales (`torch._scaled_mm`) run on GPUs of compute capability >= 8.9 (Ada, Hopper
+    and newer) and on CPUs where torch has them there (2.14 does, 2.11 does not); raise a clear error elsewhere
+    rather than a kernel failure deep inside a step."""
+    if device.type == "cpu" and not cpu_has_rowwise_fp8_matmul():
+        raise RuntimeError(
+            f"fp8_frozen_linears on the CPU needs row-wise scaled FP8 matmuls, which torch {torch.__version__} has "
+            f"only on GPUs (torch 2.14 has them on the CPU too). Set config.fp8_frozen_linears = False, or train on a "
+            f"GPU of compute capability >= 8.9."
+        )
     if device.type != "cuda":
         return
     capability = capability or torch.cuda.get_device_capability(device)

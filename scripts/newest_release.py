@@ -1,8 +1,10 @@
 """Is there a release of PACKAGE newer than the lock? Asks the package registry pip is configured with.
 
     python scripts/newest_release.py transformers
-    -> prints `in_range=<version>` (newest release inside pyproject.toml's range, when newer than requirements.lock)
-       and `beyond_range=<version>` (newest release outside the range), each only when there is one.
+    -> prints `in_range=<version>` (newest release inside pyproject.toml's range, when newer than requirements.lock),
+       `beyond_range=<version>` (newest release outside the range) and `between=<v> <v> ...` (the newest patch of
+       every minor release inside the range strictly between requirements-oldest.lock's and requirements.lock's
+       minors), each only when there is one.
 
 `make test` tests an in-range release the lock does not have yet (the range claims it), and reports one past the
 range without failing: our claim stops at the range, and the remote code warns there. Prereleases are ignored.
@@ -50,8 +52,18 @@ def registry_versions(package: str) -> list[Version]:
     return [v for v in versions if not v.is_prerelease]
 
 
+def between_locks(versions: list[Version], spec, oldest: Version, newest: Version) -> list[Version]:
+    """The newest patch of each minor release in `spec` whose minor lies strictly between the two locks' minors."""
+    newest_patch = {}
+    for v in versions:
+        if v in spec and oldest.release[:2] < v.release[:2] < newest.release[:2]:
+            newest_patch[v.release[:2]] = max(v, newest_patch.get(v.release[:2], v))
+    return [newest_patch[k] for k in sorted(newest_patch)]
+
+
 def main(package: str) -> None:
     spec, locked = declared_range(package), locked_version(package)
+    oldest = locked_version(package, ROOT / "requirements-oldest.lock")
     try:
         versions = registry_versions(package)
     except (RuntimeError, subprocess.TimeoutExpired) as e:
@@ -63,6 +75,9 @@ def main(package: str) -> None:
         print(f"in_range={max(inside)}")
     if versions and max(versions) not in spec and max(versions) > locked:
         print(f"beyond_range={max(versions)}")
+    between = between_locks(versions, spec, oldest, locked)
+    if between:
+        print("between=" + " ".join(map(str, between)))
 
 
 if __name__ == "__main__":

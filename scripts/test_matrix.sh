@@ -2,7 +2,11 @@
 # The version matrix that `make test` runs after the whole suite on requirements.lock (the newest releases in range):
 #   1. the whole suite again on requirements-oldest.lock (.venvs/oldest): the lower bound of every HF library;
 #   2. the whole suite on the newest transformers release inside pyproject.toml's range when the registry has one
-#      that the lock does not (.venvs/newest: the lock plus that release); a release past the range is reported.
+#      that the lock does not (.venvs/newest: the lock plus that release); a release past the range is reported;
+#   3. the releases in between: the newest patch of every transformers minor between the two locks' (5.15 ... 5.24
+#      today; the GPU image's 5.17 among them), each on the lock with the tests that meet transformers' moving parts
+#      (VERSION_TESTS: config construction and every base family, caches and generation, the version shim; ~30 s
+#      each) in .venvs/between. A middle release can break what both ends pass: 5.17 failed Gemma 3 configs.
 # Any failure fails `make test`.
 #
 #   bash scripts/test_matrix.sh                      # as make test does
@@ -12,19 +16,24 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=.:tests
 PYTEST=(-m pytest tests -q -p no:cacheprovider)
+VERSION_TESTS=(tests/test_base_families.py tests/test_generation.py tests/test_versions.py)
 
 versions() {  # what an environment runs, for the log
   "$1/bin/python" -c "import importlib.metadata as m; print(', '.join(f'{p} {m.version(p)}' for p in
     ('transformers', 'huggingface_hub', 'accelerate', 'peft', 'trl', 'datasets', 'torch')))"
 }
 
-suite_with_transformers() {  # VERSION DIR: the lock with transformers VERSION (not hash-pinned: not in any lock)
+with_transformers() {  # VERSION DIR: the lock with transformers VERSION (not hash-pinned: not in any lock)
   bash scripts/venv_from_lock.sh "$2" requirements.lock
+  rm -f "$2/.lock.sha256"  # no longer the lock's set: the next use reinstalls it
   "$2/bin/python" -m uv pip install --quiet --python "$2/bin/python" "transformers==$1" 2>/dev/null ||
     "$2/bin/python" -m pip install --quiet --disable-pip-version-check "transformers==$1"
   "$2/bin/python" -m pip check
-  rm -f "$2/.lock.sha256"  # no longer the lock's set: the next use reinstalls it
   echo "[matrix] $2: $(versions "$2")"
+}
+
+suite_with_transformers() {  # VERSION DIR: the whole suite on the lock with transformers VERSION
+  with_transformers "$1" "$2"
   "$2/bin/python" "${PYTEST[@]}"
 }
 
@@ -46,6 +55,12 @@ if [ -n "$in_range" ]; then
 else
   echo "[matrix] newest supported: requirements.lock's transformers is the newest release in range (tested above)"
 fi
+between="$(sed -n 's/^between=//p' <<<"$releases")"
+for version in $between; do
+  echo "[matrix] transformers $version (between the locks): ${VERSION_TESTS[*]}"
+  with_transformers "$version" .venvs/between
+  .venvs/between/bin/python -m pytest -q -p no:cacheprovider "${VERSION_TESTS[@]}"
+done
 if [ -n "$beyond" ]; then
   echo "[matrix] NOTE: transformers $beyond is out, past the supported range: try it with"
   echo "[matrix]   make test-transformers VERSION=$beyond   then widen pyproject.toml, hf_compat.py and run make lock"

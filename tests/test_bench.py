@@ -205,7 +205,13 @@ def test_lever_ebf_cost_records_and_ratios(results):
 
 
 def test_lever_fp8_records_and_ratios(results):
+    from modeling_mdu.modeling_mdu import cpu_has_rowwise_fp8_matmul
+
     sec = results["fp8"]
+    if not cpu_has_rowwise_fp8_matmul():  # outside our torch range (2.11): the section says why it did not run
+        assert "row-wise scaled FP8" in sec["skipped"] and "Lever fp8: skipped" in bench_run.to_markdown(results)
+        pytest.skip(sec["skipped"])
+    assert "skipped" not in sec
     models = sec["models"]
     full = models["full"]["step_time_s"]
     for r in models.values():

@@ -11,6 +11,7 @@
 Speed and memory are measured in bench/ (ratios in one run), never asserted here.
 """
 
+import re
 import sys
 
 import pytest
@@ -419,7 +420,16 @@ def test_generate_promises_text_steps_only_when_speech_is_suppressed():
 
 
 # ------------------------------------------------------------------ FP8 frozen linears
+def needs_cpu_fp8():
+    """Skip outside our torch range: torch 2.11 (the GPU image's) has row-wise FP8 matmuls on GPUs only."""
+    from modeling_mdu.modeling_mdu import cpu_has_rowwise_fp8_matmul
+
+    if not cpu_has_rowwise_fp8_matmul():
+        pytest.skip(f"torch {torch.__version__} has no row-wise scaled FP8 matmul on the CPU (2.14 has)")
+
+
 def test_fp8_frozen_linear_is_close_to_full_precision_and_trains_nothing():
+    needs_cpu_fp8()
     from torch import nn
 
     from modeling_mdu.modeling_mdu import FP8FrozenLinear
@@ -442,6 +452,7 @@ def test_fp8_frozen_linear_is_close_to_full_precision_and_trains_nothing():
 
 
 def test_fp8_model_trains_like_full_precision_and_keeps_the_base():
+    needs_cpu_fp8()
     base = tiny_base(num_layers=4)
     ids = speech_prompt(batch=2, units=20, text_tokens=8)
     labels = _asr_labels(ids, 22)
@@ -470,4 +481,14 @@ def test_fp8_refuses_a_gpu_without_fp8_matmuls():
     with pytest.raises(RuntimeError, match="compute capability >= 8.9"):
         check_fp8_device(torch.device("cuda"), capability=(8, 0))  # A100
     check_fp8_device(torch.device("cuda"), capability=(9, 0))  # H100
-    check_fp8_device(torch.device("cpu"))
+
+
+def test_fp8_on_a_cpu_without_rowwise_fp8_matmuls_is_refused_by_name(monkeypatch):
+    from modeling_mdu import modeling_mdu
+
+    if modeling_mdu.cpu_has_rowwise_fp8_matmul():  # torch 2.14 (our range): the CPU computes in FP8
+        modeling_mdu.check_fp8_device(torch.device("cpu"))
+        monkeypatch.setattr(modeling_mdu, "cpu_has_rowwise_fp8_matmul", lambda: False)  # as torch 2.11's CPU
+    linear = modeling_mdu.FP8FrozenLinear.wrap(torch.nn.Linear(16, 16).requires_grad_(False))
+    with pytest.raises(RuntimeError, match=rf"fp8_frozen_linears on the CPU .*torch {re.escape(torch.__version__)}"):
+        linear(torch.randn(2, 16))

@@ -114,3 +114,17 @@ def test_requirements_txt_is_pyproject_ranges():
     """requirements.txt (for `pip install -r` and the GPU kit) is written by `make lock` from pyproject.toml."""
     lines = [line for line in (ROOT / "requirements.txt").read_text().splitlines() if line and not line.startswith("#")]
     assert {Requirement(line).name: Requirement(line).specifier for line in lines} == DECLARED
+
+
+def test_the_matrix_tests_the_newest_patch_of_every_minor_between_the_locks():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        from newest_release import between_locks
+    finally:
+        sys.path.pop(0)
+    versions = [Version(v) for v in ("5.13.1", "5.14.0", "5.14.1", "5.15.0", "5.15.1", "5.16.0", "5.17.0", "5.17.2",
+                                     "5.18.0", "5.25.0", "5.26.0")]
+    spec = SpecifierSet(">=5.14,<5.26,!=5.16.*")
+    got = between_locks(versions, spec, oldest=Version("5.14.0"), newest=Version("5.25.0"))
+    assert got == [Version("5.15.1"), Version("5.17.2"), Version("5.18.0")]  # excluded 5.16 and the locks' minors out
+    assert between_locks(versions, spec, Version("5.14.0"), Version("5.15.1")) == []
