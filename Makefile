@@ -4,12 +4,13 @@
 # make app    -- the web demo (app.py, Gradio) on the demo's checkpoint: http://127.0.0.1:7860 (MODEL=dir for another)
 # make lock   -- refresh requirements.lock / requirements-oldest.lock from pyproject.toml's ranges (scripts/lock.py)
 # make test-transformers VERSION=x.y.z -- the suite with another transformers release (e.g. a new one)
+# make test-gpu-image -- the suite on the CPU with the lent GPU machine's releases (torch 2.11, transformers 5.17, ...)
 # make demo   -- the whole offline demo (make demo-quick for the short variant)
 # make setup  -- venv + system packages + cached base LLM and real clips (scripts/setup.sh); make assets adds the corpora
 PY := .venv/bin/python
 export PYTHONPATH := .:tests
 
-.PHONY: setup setup-tests assets test test-transformers lock app demo demo-quick bench grid clean distclean
+.PHONY: setup setup-tests assets test test-transformers test-gpu-image lock app demo demo-quick bench grid clean distclean
 
 setup:
 	bash scripts/setup.sh
@@ -27,6 +28,9 @@ test: setup-tests
 
 test-transformers: setup-tests
 	bash scripts/test_matrix.sh transformers $(VERSION)
+
+test-gpu-image: setup-tests
+	bash scripts/test_matrix.sh gpu-image
 
 lock: setup-tests
 	$(PY) scripts/lock.py

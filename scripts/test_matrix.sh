@@ -12,6 +12,9 @@
 #   bash scripts/test_matrix.sh                      # as make test does
 #   bash scripts/test_matrix.sh transformers 5.26.0  # the suite on the lock with another transformers release
 #                                                    # (make test-transformers VERSION=5.26.0), e.g. a new one
+#   bash scripts/test_matrix.sh gpu-image            # the suite on the CPU with the lent GPU machine's set
+#                                                    # (make test-gpu-image: GPU_IMAGE below; torch 2.11 is below
+#                                                    # our torch range): what to fix before spending device time
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=.:tests
@@ -36,6 +39,27 @@ suite_with_transformers() {  # VERSION DIR: the whole suite on the lock with tra
   with_transformers "$1" "$2"
   "$2/bin/python" "${PYTEST[@]}"
 }
+
+# the lent GPU machine's own releases (../shared/gpu/remote-packages.txt); the rest of the lock stays
+GPU_IMAGE=(torch==2.11.0 torchaudio==2.11.0 "torchcodec>=0.11,<0.12" transformers==5.17.0 peft==0.21.0
+           accelerate==1.15.0 huggingface-hub==1.33.0 tokenizers==0.23.2)
+
+if [ "${1:-}" = gpu-image ]; then
+  dir=.venvs/gpu-image
+  [ -x "$dir/bin/python" ] || python3 -m venv "$dir"
+  reqs="$(mktemp)"
+  # the lock without hashes, without what GPU_IMAGE replaces and without torch's own needs (CUDA wheels, triton,
+  # setuptools), which the resolver picks for torch 2.11
+  sed -e 's/ \\$//' -e '/^ *--hash/d' -e '/^ *#/d' -e '/^$/d' requirements.lock |
+    grep -v -i -E '^(nvidia-|cuda-)|^(torch|torchaudio|torchcodec|transformers|peft|accelerate|huggingface-hub|tokenizers|triton|setuptools)(\[.*\])?==' > "$reqs"
+  printf '%s\n' "${GPU_IMAGE[@]}" >> "$reqs"
+  .venv/bin/python -m uv pip install --quiet --python "$dir/bin/python" -r "$reqs"
+  rm -f "$reqs"
+  "$dir/bin/python" -m pip check
+  echo "[matrix] $dir (the GPU image's releases, on the CPU): $(versions "$dir")"
+  "$dir/bin/python" "${PYTEST[@]}" -rs
+  exit 0
+fi
 
 if [ "${1:-}" = transformers ]; then
   suite_with_transformers "$2" ".venvs/transformers-$2"
