@@ -113,7 +113,9 @@ class MDUSpeechConfig(LlamaConfig):
         params = self.rope_parameters
         if not (isinstance(params, dict) and params and set(params) <= set(ATTENTION_TYPES)):
             return super().convert_rope_params_to_dict(**kwargs)
-        kwargs.pop("rope_scaling", None)  # a flat dict, not an entry per attention type: the entries stand
+        rope_scaling = kwargs.pop("rope_scaling", None)
+        if rope_scaling and params.get("full_attention") is not None:  # as Gemma3TextConfig: global layers scale
+            params["full_attention"].update(rope_scaling)
         theta = kwargs.pop("rope_theta", None)
         for entry in params.values():
             if entry is None:  # saved as None: no RoPE for that attention type

@@ -25,6 +25,7 @@ from tiny_models import (
 )
 from transformers.cache_utils import DynamicCache
 
+from configuration_mdu import MDUSpeechConfig
 from modeling_mdu import MDUSpeechForCausalLM
 from modeling_mdu.e_branchformer_layer import EBranchformerLayer
 
@@ -185,3 +186,15 @@ def test_checkpoints_from_before_the_families_still_load(tmp_path, layer_type):
     ids = speech_prompt(units=LONG)
     with torch.no_grad():
         assert torch.equal(loaded(ids).logits, model(ids).logits)
+
+
+def test_gemma_rope_per_attention_type_stays_per_type_and_takes_rope_scaling_on_global_layers():
+    base = tiny_family_base("gemma3_text")
+    config = MDUSpeechConfig.from_base_config(base.config, speech_vocab_size=8, num_added_layers=2,
+                                              layer_type="e_branchformer")  # "hybrid" cache types: no RoPE entry
+    assert config.rope_parameters == base.config.rope_parameters  # no key beside the two entries (5.17 added one)
+    scaled = MDUSpeechConfig.from_base_config(base.config, speech_vocab_size=8, num_added_layers=2,
+                                              rope_scaling={"rope_type": "linear", "factor": 8.0})
+    assert scaled.rope_parameters["full_attention"] == {"rope_type": "linear", "factor": 8.0, "rope_theta": 1e6}
+    assert scaled.rope_parameters["sliding_attention"] == base.config.rope_parameters["sliding_attention"]
+    assert MDUSpeechConfig.from_dict(scaled.to_dict()).rope_parameters == scaled.rope_parameters
