@@ -5,12 +5,13 @@
 # make lock   -- refresh requirements.lock / requirements-oldest.lock from pyproject.toml's ranges (scripts/lock.py)
 # make test-transformers VERSION=x.y.z -- the suite with another transformers release (e.g. a new one)
 # make test-gpu-image -- the suite on the CPU with the lent GPU machine's releases (torch 2.11, transformers 5.17, ...)
+# make test-python PYTHON_BIN=python3.13 -- the suite with the lock's releases on another Python
 # make demo   -- the whole offline demo (make demo-quick for the short variant)
 # make setup  -- venv + system packages + cached base LLM and real clips (scripts/setup.sh); make assets adds the corpora
 PY := .venv/bin/python
 export PYTHONPATH := .:tests
 
-.PHONY: setup setup-tests assets test test-transformers test-gpu-image lock app demo demo-quick bench grid clean distclean
+.PHONY: setup setup-tests assets test test-transformers test-gpu-image test-python lock app demo demo-quick bench grid clean distclean
 
 setup:
 	bash scripts/setup.sh
@@ -29,8 +30,11 @@ test: setup-tests
 test-transformers: setup-tests
 	bash scripts/test_matrix.sh transformers $(VERSION)
 
-test-gpu-image: setup-tests
+test-gpu-image: setup-tests  # GPU_IMAGE_PYTHON=path/to/python3.12 to match the machine's Python
 	bash scripts/test_matrix.sh gpu-image
+
+test-python: setup-tests  # PYTHON_BIN=python3.13: the suite with the lock's releases on that Python
+	bash scripts/test_matrix.sh python $(PYTHON_BIN)
 
 lock: setup-tests
 	$(PY) scripts/lock.py

@@ -14,7 +14,11 @@
 #                                                    # (make test-transformers VERSION=5.26.0), e.g. a new one
 #   bash scripts/test_matrix.sh gpu-image            # the suite on the CPU with the lent GPU machine's set
 #                                                    # (make test-gpu-image: GPU_IMAGE below; torch 2.11 is below
-#                                                    # our torch range): what to fix before spending device time
+#                                                    # our torch range; Python 3.12 where there is one, as there,
+#                                                    # e.g. GPU_IMAGE_PYTHON=~/.pyenv/versions/3.12.1/bin/python3.12):
+#                                                    # what to fix before spending device time
+#   bash scripts/test_matrix.sh python PYTHON        # the suite with the lock's releases on another Python, e.g.
+#                                                    # 3.13 (make test-python PYTHON_BIN=python3.13)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=.:tests
@@ -44,20 +48,35 @@ suite_with_transformers() {  # VERSION DIR: the whole suite on the lock with tra
 GPU_IMAGE=(torch==2.11.0 torchaudio==2.11.0 "torchcodec>=0.11,<0.12" transformers==5.17.0 peft==0.21.0
            accelerate==1.15.0 huggingface-hub==1.33.0 tokenizers==0.23.2)
 
-if [ "${1:-}" = gpu-image ]; then
-  dir=.venvs/gpu-image
-  [ -x "$dir/bin/python" ] || python3 -m venv "$dir"
-  reqs="$(mktemp)"
-  # the lock without hashes, without what GPU_IMAGE replaces and without torch's own needs (CUDA wheels, triton,
-  # setuptools), which the resolver picks for torch 2.11
-  sed -e 's/ \\$//' -e '/^ *--hash/d' -e '/^ *#/d' -e '/^$/d' requirements.lock |
-    grep -v -i -E '^(nvidia-|cuda-)|^(torch|torchaudio|torchcodec|transformers|peft|accelerate|huggingface-hub|tokenizers|triton|setuptools)(\[.*\])?==' > "$reqs"
-  printf '%s\n' "${GPU_IMAGE[@]}" >> "$reqs"
+suite_on_python() {  # PYTHON NAME [PIN ...]: the whole suite with requirements.lock's releases on another Python,
+  # in .venvs/NAME-pyX.Y. Without the lock's hashes (they are those of cp311 wheels); each PIN replaces the lock's
+  # line of its package, and a torch PIN leaves torch's own needs (CUDA wheels, triton, setuptools) to the resolver.
+  local py="$1" name="$2"; shift 2
+  local dir=".venvs/$name-py$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+  [ -x "$dir/bin/python" ] || "$py" -m venv "$dir"
+  local names="" pin
+  for pin in "$@"; do names="$names|${pin%%[=<>!~]*}"; done
+  local drop="^(${names#|})(\[.*\])?=="  # with no PIN: "^()...==", which no line matches
+  case " $* " in *" torch=="*) drop="$drop|^(nvidia-|cuda-)|^(triton|setuptools)==" ;; esac
+  local reqs; reqs="$(mktemp)"
+  sed -e 's/ \\$//' -e '/^ *--hash/d' -e '/^ *#/d' -e '/^$/d' requirements.lock | grep -v -i -E "$drop" > "$reqs"
+  if [ $# -gt 0 ]; then printf '%s\n' "$@" >> "$reqs"; fi
   .venv/bin/python -m uv pip install --quiet --python "$dir/bin/python" -r "$reqs"
   rm -f "$reqs"
   "$dir/bin/python" -m pip check
-  echo "[matrix] $dir (the GPU image's releases, on the CPU): $(versions "$dir")"
+  echo "[matrix] $dir: python $("$dir/bin/python" -c 'import platform; print(platform.python_version())'), $(versions "$dir")"
   "$dir/bin/python" "${PYTEST[@]}" -rs
+}
+
+if [ "${1:-}" = gpu-image ]; then  # its Python is 3.12: GPU_IMAGE_PYTHON, else python3.12 where one runs, else python3
+  py="${GPU_IMAGE_PYTHON:-python3.12}"
+  "$py" --version >/dev/null 2>&1 || py=python3
+  suite_on_python "$py" gpu-image "${GPU_IMAGE[@]}"
+  exit 0
+fi
+
+if [ "${1:-}" = python ]; then
+  suite_on_python "$2" lock
   exit 0
 fi
 

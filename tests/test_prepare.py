@@ -253,7 +253,7 @@ def test_drop_quantization_config():
 
 def test_setup_installs_the_hash_pinned_lock():
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    assert pyproject["project"]["name"] == "mdu-speech" and pyproject["project"]["requires-python"] == ">=3.11"
+    assert pyproject["project"]["name"] == "mdu-speech" and pyproject["project"]["requires-python"] == ">=3.11,<3.14"
     setup = (ROOT / "scripts" / "setup.sh").read_text()
     assert "venv_from_lock.sh .venv requirements.lock" in setup
     assert "--require-hashes" in (ROOT / "scripts" / "venv_from_lock.sh").read_text()
