@@ -51,6 +51,7 @@ from training.data import (
     unit_dataset_tokenizer,
 )
 from training.hub import check_hub_access
+from training.launch import end_distributed
 from training.methods import MethodContext, build_method, export_model, is_peft_model
 from training.trainer import MDUTrainer, write_model_card_guarded
 
@@ -218,3 +219,4 @@ def main(argv=None, callbacks=None):
 
 if __name__ == "__main__":
     main(sys.argv[1:])
+    end_distributed()

@@ -5,6 +5,7 @@ asserted here, only that the records are complete and consistent)."""
 import json
 
 import pytest
+from devices import needs_cpu_fp8
 
 from bench import run as bench_run
 from bench.train_step import METHODS, RATIO_FIELDS, TARGETS
@@ -208,9 +209,9 @@ def test_lever_fp8_records_and_ratios(results):
     from modeling_mdu.modeling_mdu import cpu_has_rowwise_fp8_matmul
 
     sec = results["fp8"]
-    if not cpu_has_rowwise_fp8_matmul():  # outside our torch range (2.11): the section says why it did not run
+    if not cpu_has_rowwise_fp8_matmul():  # torch 2.11's CPU: the section says why it did not run
         assert "row-wise scaled FP8" in sec["skipped"] and "Lever fp8: skipped" in bench_run.to_markdown(results)
-        pytest.skip(sec["skipped"])
+    needs_cpu_fp8()
     assert "skipped" not in sec
     models = sec["models"]
     full = models["full"]["step_time_s"]

@@ -17,6 +17,7 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
+from devices import needs_cpu_fp8
 from tiny_models import (
     FAMILIES,
     SPEECH_UNITS,
@@ -420,14 +421,6 @@ def test_generate_promises_text_steps_only_when_speech_is_suppressed():
 
 
 # ------------------------------------------------------------------ FP8 frozen linears
-def needs_cpu_fp8():
-    """Skip outside our torch range: torch 2.11 (the GPU image's) has row-wise FP8 matmuls on GPUs only."""
-    from modeling_mdu.modeling_mdu import cpu_has_rowwise_fp8_matmul
-
-    if not cpu_has_rowwise_fp8_matmul():
-        pytest.skip(f"torch {torch.__version__} has no row-wise scaled FP8 matmul on the CPU (2.14 has)")
-
-
 def test_fp8_frozen_linear_is_close_to_full_precision_and_trains_nothing():
     needs_cpu_fp8()
     from torch import nn

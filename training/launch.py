@@ -47,3 +47,14 @@ def launch_defaults(env=None) -> dict:
                         env["WORLD_SIZE"])
             return {"use_cpu": True}
     return {}
+
+
+def end_distributed() -> None:
+    """At the end of a multi-process run: wait for every rank (rank 0 may still write the model card), then take the
+    process group down. A rank that exits with the group still up can abort in its C++ teardown ("terminate called
+    without an active exception", SIGABRT), which fails a finished run: seen with 2 gloo processes on a busy CPU."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
