@@ -117,11 +117,7 @@ def test_requirements_txt_is_pyproject_ranges():
 
 
 def test_the_matrix_tests_the_newest_patch_of_every_minor_between_the_locks():
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        from newest_release import between_locks
-    finally:
-        sys.path.pop(0)
+    from scripts.newest_release import between_locks
     versions = [Version(v) for v in ("5.13.1", "5.14.0", "5.14.1", "5.15.0", "5.15.1", "5.16.0", "5.17.0", "5.17.2",
                                      "5.18.0", "5.25.0", "5.26.0")]
     spec = SpecifierSet(">=5.14,<5.26,!=5.16.*")
