@@ -236,11 +236,15 @@ def main(argv=None) -> dict:
     t_start = time.time()
     times_file = out / "stage_seconds.json"
 
+    record_only = []  # set while a finished run's sweep is listed: its stages are recorded, nothing runs
+
     def stage(label, marker: Path, command: str, fn):
         """Runs `fn` unless `marker` exists (or --dry_run); prints progress; records the command and its time."""
         commands.append((label, command))
         if marker.exists():
             print(f"[grid] {label}: cached ({marker})")
+            return
+        if record_only:
             return
         print(f"[grid] {label}: {'would run' if a.dry_run else 'running'}: {command}", flush=True)
         if not a.dry_run:
@@ -462,12 +466,22 @@ def main(argv=None) -> dict:
         return summary
 
     # ---- per run: sweep (its family's, once), train, ASR, text, spoken QA, importance shift, summary
-    lrs, sweeps = {}, {}
-    for i, name in enumerate(names, 1):
+    # Runs finished by other sittings are listed too (their stages and sweeps recorded, nothing run), so that
+    # COMMANDS.md holds the commands of every run the report shows.
+    earlier = [n for n in run_names() if n not in names and (out / n / "run.json").exists()]
+    lrs, sweeps, listed = {}, {}, set()
+    for name in [n for n in run_names() if n in names or n in earlier]:
         run = out / name
+        done = (run / "run.json").exists()
         family = family_of.get(name)
-        if family is not None and family not in sweeps and not (run / "run.json").exists():
-            sweeps[family] = ensure_sweep(family)
+        if family is not None and family not in sweeps and not (done and family in listed):
+            if done:  # list its family's sweep (its candidates are cached), run nothing
+                record_only.append(name)
+            summary = ensure_sweep(family)
+            record_only.clear()
+            listed.add(family)
+            if summary is not None or not done:  # a sweep a later run must finish is not taken as done
+                sweeps[family] = summary
         sweep = sweeps.get(family)
         if family is not None and sweep is None and (sweep_root / family / "sweep.json").exists():
             sweep = json.loads((sweep_root / family / "sweep.json").read_text())
@@ -481,8 +495,9 @@ def main(argv=None) -> dict:
                   f"learning rate from {why_lr}\n")
         if cfg["learning_rate"] is not None:
             write_config(config_file, cfg, header, protect=run / "train_done.json")
-        print(f"[grid] ({i}/{len(names)}) {name}: method {cfg['method']}, learning rate {cfg['learning_rate']} "
-              f"({why_lr})")
+        if name not in earlier:
+            print(f"[grid] ({names.index(name) + 1}/{len(names)}) {name}: method {cfg['method']}, learning rate "
+                  f"{cfg['learning_rate']} ({why_lr})")
 
         asr_stages = []
         for split in ev["asr_splits"]:
@@ -513,7 +528,8 @@ def main(argv=None) -> dict:
                   (f"{name} importance shift", run / "eval" / "importance" / "importance.json",
                    py("-m eval.importance", hargs), lambda hargs=hargs: eval_importance.main(hargs))]
         if (run / "run.json").exists():  # the summary: this run is finished, nothing of it runs again
-            print(f"[grid] {name}: finished earlier ({run / 'run.json'})")
+            if name not in earlier:
+                print(f"[grid] {name}: finished earlier ({run / 'run.json'})")
             commands += [(label, command) for label, _, command, _ in stages]
             continue
         if cfg["learning_rate"] is None:  # dry run before the family's sweep finished
@@ -557,8 +573,8 @@ def main(argv=None) -> dict:
              f"Hardware of this invocation: {hardware()}", "", *notes, "",
              f"Budget `{budget}`; base `{base}`; dataset `{dataset}`; run configs: `{out / 'configs'}` "
              "(configs/grid/_shared.yaml + the run's YAML, merged; the learning rate from the family's sweep). "
-             "Equivalent stage commands, in order (train_hf.py resumes a killed run with "
-             "`--resume_from_checkpoint last`):", "", "```"]
+             "Equivalent stage commands of every run in the report (this invocation's and earlier sittings'), in "
+             "order (train_hf.py resumes a killed run with `--resume_from_checkpoint last`):", "", "```"]
     lines += [f"# {label}\n{cmd}" for label, cmd in commands]
     lines += ["```", "", "## Hardware each run trained on", "",
               "| run | learning rate | steps | train s | hardware |", "|---|---|---|---|---|"]

@@ -216,11 +216,33 @@ def test_second_invocation_skips_finished_runs(tiny_grid, capsys):
     assert all(f"[grid] {n}: finished earlier" in printed for n in RUNS) and "running" not in printed
 
 
+def test_commands_file_keeps_the_runs_of_earlier_sittings(tiny_grid, capsys):
+    """A sitting of one run rewrites COMMANDS.md with the commands of every run in the report, the other run's
+    training and its family's sweep included, and runs none of them."""
+    out, _ = tiny_grid
+    markers = [out / "mdu_ebf_interleaved" / "run.json", *(out / "sweep").glob("*/lr*.json")]
+    before = {f: f.stat().st_mtime_ns for f in markers}
+    capsys.readouterr()
+    grid.main(["--tiny", "--output_dir", str(out), "--only", "full"])
+    printed = capsys.readouterr().out
+    text = (out / "results" / "COMMANDS.md").read_text()
+    assert "`python grid.py --tiny --output_dir" in text and "--only full`" in text
+    for label in ("# mdu_ebf_interleaved train", "# mdu_ebf_interleaved importance shift", "# full train"):
+        assert text.count(label + "\n") == 1, label
+    assert f"python train_hf.py {out / 'configs' / 'mdu_ebf_interleaved.yaml'}" in text
+    lrs = SHARED["tiny"]["sweep"]["learning_rates"]
+    for family in ("full", "mdu_e_branchformer"):
+        assert all(text.count(f"# sweep {family} {grid.lr_tag(lr)}\n") == 1 for lr in lrs), family
+    assert {f: f.stat().st_mtime_ns for f in markers} == before and "running" not in printed
+    rows = {r["name"] for r in _json(out / "results" / "report.json")["runs"]}
+    assert rows == {"base", *RUNS}
+
+
 def test_cpu_plan_is_the_demos_recipe_in_the_issues_order(tmp_path):
     plan = grid.main(["--dry_run", "--budget", "cpu", "--output_dir", str(tmp_path / "plan")])
     assert plan["runs"][:5] == ["full", "lora", "mdu_interleaved", "mdu_ebf_interleaved", "mdu_top"]
     assert set(plan["runs"]) == {"full", "lora", "layerwise_lr", "lora_layerwise", "mdu_interleaved", "mdu_bottom",
-                                 "mdu_middle", "mdu_top", "mdu_sandwich", "mdu_ebf_interleaved"}
+                                 "mdu_middle", "mdu_top", "mdu_sandwich", "mdu_ebf_interleaved", "mdu_ebf_narrow"}
     cpu = SHARED["budgets"]["cpu"]
     assert (cpu["max_steps"], cpu["per_device_train_batch_size"], cpu["bf16"]) == (700, 8, "auto")
     assert "lr_scale" not in cpu
