@@ -10,36 +10,45 @@
 #                     (python -m training.precompute_units): training there decodes no audio and needs no ffmpeg
 #    .gpu/base-135m/  SmolLM2-135M's config and text tokenizer (its weights do not fit the 64 MiB: random weights of
 #                     that shape are made there)
+#    .gpu-bundle.tar.gz  .gpu packed (15 MB -> 11 MB): what travels; the run unpacks it into .gpu
+#    DeepSpeed for the dist step: its wheel built here (DEEPSPEED_VERSION, pure Python, ops left to JIT) and the needs
+#    the machine lacks (pydantic, hjson) in .whl.
 #    and prints what travels. UNITS_SOURCE / UNITS_TOKENIZER choose another corpus / tokenizer; SKIP_WHEELS=1 keeps
 #    .whl as it is.
 # 2. Here, the Python steps on the CPU at tiny sizes (a check of this script, not a measurement):
 #      bash scripts/gpu_check.sh cpu
-# 3. There, the device tool's run: command "bash scripts/gpu_check.sh", carry [".whl", ".gpu"], timeout_s 590.
+# 3. There, the device tool's run: command "STEPS='...' bash scripts/gpu_check.sh", carry [".whl",
+#    ".gpu-bundle.tar.gz"], timeout_s 590.
 #    Steps, each under its own `timeout` (seconds overridable), logs in $OUT:
-#      suite   T_SUITE=200  pytest tests -n 8 --timeout 120 --device cuda                          pytest.log
-#      units   T_UNITS=110  train_hf.py on the carried units, the demo's GPU recipe (bf16, batch 32,
+#      suite   T_SUITE=180  pytest tests -n 8 --timeout 120 --device cuda                          pytest.log
+#      units   T_UNITS=90   train_hf.py on the carried units, the demo's GPU recipe (bf16, batch 32,
 #                           lr 1e-3, E-Branchformer interleaved 25%) on a random SmolLM2-135M-shape base,
 #                           UNITS_STEPS=300 steps + an eval loss on the test units                   units.log
-#      bench   T_BENCH_360M=100, T_BENCH_1_7B=130  bench.run --device cuda --dtype bfloat16 at random
+#      dist    T_DIST=110   accelerate launch with configs/accelerate/fsdp.yaml (FSDP2) and deepspeed_zero2.yaml,
+#                           DIST_PROCS=1 process (NCCL refuses two ranks on one GPU, "Duplicate GPU detected"; set
+#                           the GPU count on a bigger machine), DIST_STEPS=20 steps of MDU E-Branchformer on the
+#                           units; then each export must load as remote code with the base bitwise unchanged  dist.log
+#      bench   T_BENCH_360M=90, T_BENCH_1_7B=110  bench.run --device cuda --dtype bfloat16 at random
 #              SmolLM2-360M shape (train_step logits_at_labels generation text_bypass) and SmolLM2-1.7B shape
 #              (train_step generation text_bypass)                  bench.log, bench-360m/ + bench-1.7b/results.json
-#      levers  T_LEVERS=240  the performance levers of issue 20 at random SmolLM2-360M shape, bf16: bench.run --only
+#      levers  T_LEVERS=180  the performance levers of issue 20 at random SmolLM2-360M shape, bf16: bench.run --only
 #              recompute packing decode ebf_cost fp8 (LEVERS_COMPILE=1 adds --decode-compile: static cache +
 #              torch.compile, minutes more)                          bench.log, levers-360m/results.json
-#    780 s of steps + ~20 s of wheel installs per call: two calls on the warm machine, STEPS="suite units bench"
-#    (560 s), then STEPS=levers (260 s; one call measures the levers alone; T_LEVERS is an estimate, never run yet).
-#    With 15 minutes of device time per task, the machine's start included, all four do not fit: pick with STEPS.
+#    760 s of steps at most + ~20 s of wheel installs per call, in two calls on the warm machine (a call runs 600 s
+#    at most): STEPS="suite units dist" (380 s), then STEPS="bench levers" (380 s); with the machine's start
+#    (1-2 min) that is about 14 of the 15 minutes a task gets. The limits are estimates: none of this has run there.
 #    Timed-out steps leave their logs; the next steps still run. summary.txt: each step's exit status and seconds.
-#    $OUT brings back 8 files at most: summary.txt, pytest.log, units.log, bench.log (every bench step appends to it)
-#    and the three results.json (results.md is left out: results.json holds it all; `python -c "import json,
-#    bench.run as r; print(r.to_markdown(json.load(open('results.json'))))"` writes it here).
+#    $OUT brings back 8 files at most: summary.txt, pytest.log, units.log, dist.log, bench.log (every bench step
+#    appends to it) and the three results.json (results.md is left out: results.json holds it all; `python -c
+#    "import json, bench.run as r; print(r.to_markdown(json.load(open('results.json'))))"` writes it here).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 MODE="${1:-run}"
 UNITS_SOURCE="${UNITS_SOURCE:-cache/data/multi-demo}"
 UNITS_TOKENIZER="${UNITS_TOKENIZER:-outputs/demo/speech_tokenizer}"
 BASE_SOURCE="${BASE_SOURCE:-cache/base/SmolLM2-135M-Instruct}"
-STEPS="${STEPS:-suite units bench levers}"
+STEPS="${STEPS:-suite units dist bench levers}"
+DEEPSPEED_VERSION="${DEEPSPEED_VERSION:-0.19.8}"
 
 # Random-weight bases of a shape (or of a carried config.json folder, whose tokenizer files are copied along).
 make_base() {  # SHAPE_OR_FOLDER OUT_DIR DEVICE DTYPE
@@ -86,9 +95,54 @@ train_on_units() {  # BASE OUT_DIR STEPS [train_hf flags...]
     --dataloader_num_workers 2 "$@" && cat "$out/all_results.json"
 }
 
+check_dist() {  # BASE RUN_DIR STEPS: the run made its steps with finite losses; its export loads as remote code
+  # (AutoModelForCausalLM, trust_remote_code) and gives the base back bitwise (at the export's dtype: DeepSpeed's bf16
+  # mode keeps the whole model in bf16)
+  python3 - "$@" <<'PY'
+import json, math, sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
+
+base, run, steps = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+state = json.loads((run / "trainer_state.json").read_text())
+losses = [h["loss"] for h in state["log_history"] if "loss" in h]
+assert state["global_step"] == steps, f"{run}: {state['global_step']} steps, not {steps}"
+assert losses and all(math.isfinite(x) for x in losses), f"{run}: losses {losses}"
+model = AutoModelForCausalLM.from_pretrained(run, trust_remote_code=True, dtype="auto")
+assert type(model).__name__ == "MDUSpeechForCausalLM", type(model)
+got = model.to_text_model().state_dict()
+ref = load_file(base / "model.safetensors")
+changed = [k for k, v in ref.items() if not torch.equal(got[k], v.to(got[k].dtype))]
+assert not changed, f"{run}: base weights changed: {changed[:5]}"
+dtype = next(iter(got.values())).dtype
+print(f"{run.name}: {steps} steps, loss {losses[0]:.3f} -> {losses[-1]:.3f}; the export loads as remote code; "
+      f"the base ({len(ref)} tensors, {dtype}) is bitwise unchanged", flush=True)
+PY
+}
+
+dist_run() {  # ACCELERATE_CONFIG BASE OUT_DIR DEVICE_FLAGS...: DIST_PROCS processes, DIST_STEPS steps of MDU-EBF on units
+  local config=$1 base=$2 out=$3; shift 3
+  rm -rf "$out"
+  python3 -m accelerate.commands.launch --config_file "configs/accelerate/$config.yaml" \
+    --num_processes "${DIST_PROCS:-1}" train_hf.py --base_model "$base" --dataset .gpu/units --train_split train \
+    --method mdu --placement interleaved --layer_type e_branchformer --added_ratio 0.25 --output_dir "$out" \
+    --max_steps "${DIST_STEPS:-20}" --per_device_train_batch_size 16 --learning_rate 1e-3 --logging_steps 1 \
+    --save_strategy no --report_to none --seed 0 --dataloader_num_workers 2 "$@" \
+    && check_dist "$base" "$out" "${DIST_STEPS:-20}"
+}
+
 if [ "$MODE" = prepare ]; then
   set -e
-  if [ -z "${SKIP_WHEELS:-}" ]; then ../shared/gpu/fetch-wheels.sh .whl; fi
+  if [ -z "${SKIP_WHEELS:-}" ]; then
+    ../shared/gpu/fetch-wheels.sh .whl "pydantic>=2" hjson  # + what DeepSpeed needs and the machine lacks
+    # DeepSpeed ships no wheel: build one (pure Python; DS_BUILD_OPS=0 leaves its CUDA ops to JIT, which ZeRO-2 with
+    # the Trainer's torch AdamW does not use)
+    DS_BUILD_OPS=0 .venv/bin/python -m pip wheel -q --no-deps --no-build-isolation -w .whl \
+      "deepspeed==$DEEPSPEED_VERSION"
+  fi
   if [ ! -f "$UNITS_TOKENIZER/preprocessor_config.json" ]; then
     echo "no fitted speech tokenizer at $UNITS_TOKENIZER (make demo fits one; or set UNITS_TOKENIZER)" >&2; exit 1
   fi
@@ -99,14 +153,17 @@ if [ "$MODE" = prepare ]; then
   for f in config.json generation_config.json tokenizer.json tokenizer_config.json chat_template.jinja; do
     [ -f "$BASE_SOURCE/$f" ] && cp "$BASE_SOURCE/$f" .gpu/base-135m/
   done
+  rm -f .gpu/units/*/cache-*.arrow  # datasets' map caches: not needed there
+  tar czf .gpu-bundle.tar.gz -C .gpu units base-135m
   ex="$(git rev-parse --git-path info/exclude)"; mkdir -p "$(dirname "$ex")"; touch "$ex"
-  grep -qxF "/.gpu/" "$ex" || echo "/.gpu/" >>"$ex"
+  for p in /.gpu/ /.gpu-bundle.tar.gz; do grep -qxF "$p" "$ex" || echo "$p" >>"$ex"; done
   tree_b=$( (git ls-files -z -co --exclude-standard | du -cb --files0-from=-) 2>/dev/null | tail -1 | cut -f1)
-  total=$((tree_b + $(du -sb .whl | cut -f1) + $(du -sb .gpu | cut -f1)))
-  du -sh .whl .gpu/units .gpu/units/speech_tokenizer .gpu/base-135m
+  total=$((tree_b + $(du -sb .whl | cut -f1) + $(du -sb .gpu-bundle.tar.gz | cut -f1)))
+  du -sh .whl .gpu/units .gpu/units/speech_tokenizer .gpu/base-135m .gpu-bundle.tar.gz
   echo "travels: $(awk -v b="$total" 'BEGIN { printf "%.1f", b / 1048576 }') MiB (64 MiB at most) with the checkout"
   [ "$total" -le $((64 * 1048576)) ] || echo "WARNING: over 64 MiB: the call will be refused" >&2
-  echo "next: the device tool's run: command \"bash scripts/gpu_check.sh\", carry [\".whl\", \".gpu\"], timeout_s 590"
+  echo "next: the device tool's run: command \"STEPS='suite units dist' bash scripts/gpu_check.sh\", carry" \
+    "[\".whl\", \".gpu-bundle.tar.gz\"], timeout_s 590; then STEPS='bench levers'"
   exit 0
 fi
 
@@ -120,6 +177,8 @@ if [ "$MODE" = cpu ]; then  # this script's Python steps here, tiny and on the C
   train_on_units "$work/base" "$work/units-run" 2 --use_cpu true --max_train_examples 64 --max_eval_examples 16
   python3 -m bench.run --quick --device cpu --only train_step text_bypass --out "$work/bench"
   python3 -m bench.run --quick --device cpu --only recompute packing decode ebf_cost fp8 --out "$work/levers"
+  # the dist step's command and check (on the CPU accelerate runs the FSDP config as one plain process: no sharding)
+  DIST_STEPS=2 dist_run fsdp "$work/base" "$work/dist-fsdp" --use_cpu true --max_train_examples 64
   bash -n "$0" && echo "cpu check passed ($work)"
   exit 0
 fi
@@ -127,6 +186,7 @@ fi
 # ---------------------------------------------------------------- there: the GPU machine
 source .whl/remote-env.sh || exit 1
 OUT="${OUT:?the device tool sets OUT}"
+if [ -f .gpu-bundle.tar.gz ]; then mkdir -p .gpu && tar xzf .gpu-bundle.tar.gz -C .gpu; fi
 SUMMARY="$OUT/summary.txt"
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || echo "no nvidia-smi"; } \
   | tee "$SUMMARY"
@@ -152,15 +212,23 @@ bench_step() {  # SHAPE OUT_NAME SECTIONS... [--bench.run flags...]
   rm -f "$OUT/$name/results.md"  # results.json holds it all: $OUT brings back 8 files at most
   return $rc
 }
-export -f make_base train_on_units units_step bench_step
+dist_step() {  # FSDP2, then DeepSpeed ZeRO-2, each checked; both run even when the first fails
+  make_base .gpu/base-135m /tmp/base-135m-dist cuda float32 || return 1
+  local rc=0
+  dist_run fsdp /tmp/base-135m-dist /tmp/dist-fsdp --bf16 true || rc=1
+  dist_run deepspeed_zero2 /tmp/base-135m-dist /tmp/dist-deepspeed --bf16 true || rc=1
+  return $rc
+}
+export -f make_base train_on_units units_step bench_step check_dist dist_run dist_step
 
-run_step suite suite "${T_SUITE:-200}" "$OUT/pytest.log" \
+run_step suite suite "${T_SUITE:-180}" "$OUT/pytest.log" \
   python3 -m pytest tests -q -rfE -n 8 -p no:cacheprovider --timeout 120 --device cuda
-run_step units units "${T_UNITS:-110}" "$OUT/units.log" bash -c units_step
-run_step bench bench-360m "${T_BENCH_360M:-100}" "$OUT/bench.log" \
+run_step units units "${T_UNITS:-90}" "$OUT/units.log" bash -c units_step
+run_step dist dist "${T_DIST:-110}" "$OUT/dist.log" bash -c dist_step
+run_step bench bench-360m "${T_BENCH_360M:-90}" "$OUT/bench.log" \
   bash -c "bench_step SmolLM2-360M bench-360m train_step logits_at_labels generation text_bypass"
-run_step bench bench-1.7b "${T_BENCH_1_7B:-130}" "$OUT/bench.log" \
+run_step bench bench-1.7b "${T_BENCH_1_7B:-110}" "$OUT/bench.log" \
   bash -c "bench_step SmolLM2-1.7B bench-1.7b train_step generation text_bypass"
-run_step levers levers-360m "${T_LEVERS:-240}" "$OUT/bench.log" \
+run_step levers levers-360m "${T_LEVERS:-180}" "$OUT/bench.log" \
   bash -c "bench_step SmolLM2-360M levers-360m recompute packing decode ebf_cost fp8 ${LEVERS_COMPILE:+--decode-compile}"
 cat "$SUMMARY"

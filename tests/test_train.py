@@ -450,6 +450,26 @@ def test_accelerate_ddp_config_launches_its_processes_on_cpu(work):
     assert state["global_step"] == 2 and state["epoch"] == 2.0
 
 
+def test_sharding_config_without_gpu_says_it_runs_unsharded(monkeypatch, caplog):
+    """accelerate shards (FSDP, DeepSpeed) on GPUs only; launched on the CPU its processes train as plain data
+    parallel. That is said once (rank 0), by name; with a GPU, or with the DDP config, nothing is said."""
+    import logging
+
+    from training.launch import launch_defaults, sharding_without_accelerator
+
+    monkeypatch.setattr(torch.accelerator, "is_available", lambda: False)
+    for flag, kind in (("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="training.launch"):
+            assert launch_defaults({"WORLD_SIZE": "2", "RANK": "0", flag: "true"}) == {"use_cpu": True}
+            launch_defaults({"WORLD_SIZE": "2", "RANK": "1", flag: "true"})
+        assert len(caplog.records) == 1, caplog.text
+        assert f"asks for {kind}" in caplog.text and "nothing is sharded" in caplog.text
+    assert sharding_without_accelerator({"WORLD_SIZE": "2"}) is None  # the DDP config
+    monkeypatch.setattr(torch.accelerator, "is_available", lambda: True)
+    assert sharding_without_accelerator({"WORLD_SIZE": "2", "ACCELERATE_USE_FSDP": "true"}) is None
+
+
 def test_accelerate_cpu_flag_with_several_processes_is_refused(work):
     """accelerate's --cpu starts one process whatever --num_processes says (its CPU multi-process launch is MPI):
     refused before any work, with the lines that do launch them."""

@@ -36,9 +36,28 @@ def launch_problem(env=None) -> str | None:
     return None
 
 
+def sharding_without_accelerator(env=None) -> str | None:
+    """What an FSDP / DeepSpeed accelerate config gives on a machine without GPU (None when it is not that case):
+    accelerate shards only on GPUs, so on the CPU each process holds and trains the whole model, as under DDP."""
+    env = os.environ if env is None else env
+    kind = "FSDP" if _true(env.get("ACCELERATE_USE_FSDP")) else "DeepSpeed" if _true(env.get("ACCELERATE_USE_DEEPSPEED")) else None
+    if kind is None:
+        return None
+    import torch
+
+    if torch.accelerator.is_available():
+        return None
+    return (f"the accelerate config asks for {kind}, which accelerate runs on GPUs only: on this machine (no GPU) "
+            f"{env.get('WORLD_SIZE', '1')} process(es) each hold and train the whole model, as plain data parallel "
+            "(nothing is sharded, no memory is saved). Use configs/accelerate/ddp.yaml to say so, or a GPU machine")
+
+
 def launch_defaults(env=None) -> dict:
     """TrainingArguments defaults the launch needs: use_cpu for a multi-process launch on a machine without GPU."""
     env = os.environ if env is None else env
+    sharding = sharding_without_accelerator(env)
+    if sharding and env.get("RANK", "0") == "0":  # once, not once per process
+        logger.warning(sharding)
     if int(env.get("WORLD_SIZE", "1")) > 1:
         import torch
 
