@@ -139,7 +139,7 @@ if [ "$MODE" = prepare ]; then
   if [ -z "${SKIP_WHEELS:-}" ]; then
     ../shared/gpu/fetch-wheels.sh .whl "pydantic>=2" hjson  # + what DeepSpeed needs and the machine lacks
     # DeepSpeed ships no wheel: build one (pure Python; DS_BUILD_OPS=0 leaves its CUDA ops to JIT, which ZeRO-2 with
-    # the Trainer's torch AdamW does not use)
+    # the Trainer's torch AdamW should not need: not yet run on a GPU)
     DS_BUILD_OPS=0 .venv/bin/python -m pip wheel -q --no-deps --no-build-isolation -w .whl \
       "deepspeed==$DEEPSPEED_VERSION"
   fi

@@ -40,14 +40,15 @@ def sharding_without_accelerator(env=None) -> str | None:
     """What an FSDP / DeepSpeed accelerate config gives on a machine without GPU (None when it is not that case):
     accelerate shards only on GPUs, so on the CPU each process holds and trains the whole model, as under DDP."""
     env = os.environ if env is None else env
-    kind = "FSDP" if _true(env.get("ACCELERATE_USE_FSDP")) else "DeepSpeed" if _true(env.get("ACCELERATE_USE_DEEPSPEED")) else None
-    if kind is None:
+    asked = (("FSDP", "ACCELERATE_USE_FSDP"), ("DeepSpeed", "ACCELERATE_USE_DEEPSPEED"))
+    kinds = [kind for kind, var in asked if _true(env.get(var))]
+    if not kinds:
         return None
     import torch
 
     if torch.accelerator.is_available():
         return None
-    return (f"the accelerate config asks for {kind}, which accelerate runs on GPUs only: on this machine (no GPU) "
+    return (f"the accelerate config asks for {kinds[0]}, which accelerate runs on GPUs only: on this machine (no GPU) "
             f"{env.get('WORLD_SIZE', '1')} process(es) each hold and train the whole model, as plain data parallel "
             "(nothing is sharded, no memory is saved). Use configs/accelerate/ddp.yaml to say so, or a GPU machine")
 
