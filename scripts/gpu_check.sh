@@ -97,7 +97,7 @@ train_on_units() {  # BASE OUT_DIR STEPS [train_hf flags...]
 
 check_dist() {  # BASE RUN_DIR STEPS: the run made its steps with finite losses; its export loads as remote code
   # (AutoModelForCausalLM, trust_remote_code) and gives the base back bitwise (at the export's dtype: DeepSpeed's bf16
-  # mode keeps the whole model in bf16)
+  # mode is expected to save the whole model in bf16; not yet seen)
   python3 - "$@" <<'PY'
 import json, math, sys
 from pathlib import Path
