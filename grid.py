@@ -527,7 +527,7 @@ def main(argv=None) -> dict:
                    lambda sargs=sargs: eval_spoken_qa.main(sargs)),
                   (f"{name} importance shift", run / "eval" / "importance" / "importance.json",
                    py("-m eval.importance", hargs), lambda hargs=hargs: eval_importance.main(hargs))]
-        if (run / "run.json").exists():  # the summary: this run is finished, nothing of it runs again
+        if done:  # the summary (run.json) exists: this run is finished, nothing of it runs again
             if name not in earlier:
                 print(f"[grid] {name}: finished earlier ({run / 'run.json'})")
             commands += [(label, command) for label, _, command, _ in stages]

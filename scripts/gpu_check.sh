@@ -213,10 +213,11 @@ bench_step() {  # SHAPE OUT_NAME SECTIONS... [--bench.run flags...]
   return $rc
 }
 dist_step() {  # FSDP2, then DeepSpeed ZeRO-2, each checked; both run even when the first fails
-  make_base .gpu/base-135m /tmp/base-135m-dist cuda float32 || return 1
+  # the units step's base when it ran (same folder, seed and dtype; training only reads it)
+  [ -f /tmp/base-135m/model.safetensors ] || make_base .gpu/base-135m /tmp/base-135m cuda float32 || return 1
   local rc=0
-  dist_run fsdp /tmp/base-135m-dist /tmp/dist-fsdp --bf16 true || rc=1
-  dist_run deepspeed_zero2 /tmp/base-135m-dist /tmp/dist-deepspeed --bf16 true || rc=1
+  dist_run fsdp /tmp/base-135m /tmp/dist-fsdp --bf16 true || rc=1
+  dist_run deepspeed_zero2 /tmp/base-135m /tmp/dist-deepspeed --bf16 true || rc=1
   return $rc
 }
 export -f make_base train_on_units units_step bench_step check_dist dist_run dist_step
